@@ -1,0 +1,1 @@
+"""Container-format readers and writers: DICOM, NIfTI, GeoTIFF, raw k-space, images, Zarr."""

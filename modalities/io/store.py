@@ -1,0 +1,182 @@
+"""The chunked Zarr v3 store every step reads and writes, through xarray + dask.
+
+Conventions (see ``shared/docs/DESIGN.md`` section 2):
+
+* A store holds one or more groups; each group is an ``xarray.Dataset`` whose main variable is
+  ``image`` (real-valued pixels/voxels) or ``kspace`` (complex64 raw MRI data). Medical dims are
+  ``(z, y, x)`` with coordinates in mm and a 4x4 RAS ``affine`` attr; geo dims are
+  ``(band, y, x)`` with CRS/transform in ``spatial_ref`` (rioxarray); k-space is
+  ``(coil, z, ky, kx)``.
+* Attrs carry provenance: ``source_files`` (path, sha256, bytes), ``reader``,
+  ``reader_version``, ``scorerecon_version``; and geometry.
+* A store is written under a temporary sibling name and renamed into place only after every
+  chunk and the ``scorerecon_complete`` marker are on disk, so an interrupted write never leaves
+  a store that looks complete. :func:`open_store` refuses stores without the marker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from scorerecon import __version__
+from scorerecon.pipelines.errors import InputError
+
+COMPLETE_MARKER = "scorerecon_complete"
+ROOT = "/"
+
+
+def sha256_file(path: str | os.PathLike, block: int = 8 << 20) -> str:
+    """Hex sha256 of a file, read in blocks (bounded memory for any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_sources(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Provenance records (absolute path, sha256, size) for the files a store was made from."""
+    records = []
+    for path in paths:
+        path = Path(path)
+        records.append({"path": str(path.resolve()), "sha256": sha256_file(path), "bytes": path.stat().st_size})
+    return records
+
+
+def provenance_attrs(reader: str, reader_version: str, sources: Iterable[str | os.PathLike]) -> dict[str, Any]:
+    """The attrs every ingested group carries, whatever its reader."""
+    return {
+        "reader": reader,
+        "reader_version": reader_version,
+        "scorerecon_version": __version__,
+        "source_files": describe_sources(sources),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """Attrs must survive a JSON round trip in zarr v3 metadata."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _clean_attrs(ds: xr.Dataset) -> xr.Dataset:
+    ds = ds.copy()
+    ds.attrs = {k: _jsonable(v) for k, v in ds.attrs.items()}
+    for name in ds.variables:
+        ds[name].attrs = {k: _jsonable(v) for k, v in ds[name].attrs.items()}
+    return ds
+
+
+def _encoding_for(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """One zarr chunk per dask chunk, so writes stream chunk by chunk."""
+    encoding: dict[str, dict[str, Any]] = {}
+    for name, var in ds.data_vars.items():
+        if var.chunks is not None:
+            encoding[str(name)] = {"chunks": tuple(c[0] for c in var.chunks)}
+    return encoding
+
+
+def write_store(groups: Mapping[str, xr.Dataset] | xr.Dataset, path: str | os.PathLike,
+                overwrite: bool = False, progress: bool = False) -> Path:
+    """Write groups (``{"/": ds}`` or a bare Dataset) to a Zarr v3 store, atomically.
+
+    Chunks are computed by dask straight into the temporary store, so memory stays bounded by a
+    few chunks whatever the volume size.
+    """
+    target = Path(path)
+    if isinstance(groups, xr.Dataset):
+        groups = {ROOT: groups}
+    if target.exists() and not overwrite:
+        raise InputError(target, "output store already exists (use --overwrite to replace it)")
+    staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        for index, (group, ds) in enumerate(groups.items()):
+            ds = _clean_attrs(ds)
+            group_name = None if group in ("", ROOT) else group.strip("/")
+            delayed = ds.to_zarr(staging, group=group_name, mode="w" if index == 0 else "a",
+                                 zarr_format=3, consolidated=False, encoding=_encoding_for(ds),
+                                 compute=False)
+            if progress:
+                from dask.diagnostics import ProgressBar
+
+                with ProgressBar(minimum=2):
+                    delayed.compute()
+            else:
+                delayed.compute()
+        root = zarr.open_group(staging, mode="a", zarr_format=3)
+        root.attrs[COMPLETE_MARKER] = True
+        root.attrs["groups"] = [g if g not in ("", ROOT) else ROOT for g in groups]
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def store_groups(path: str | os.PathLike) -> list[str]:
+    """The groups a complete store holds (``"/"`` for the root)."""
+    root = _open_root(path)
+    return list(root.attrs.get("groups", [ROOT]))
+
+
+def _open_root(path: str | os.PathLike) -> zarr.Group:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "store does not exist")
+    try:
+        root = zarr.open_group(path, mode="r")
+    except Exception as exc:  # zarr raises several types for a broken store
+        raise InputError(path, f"not a readable Zarr store ({type(exc).__name__}: {exc})") from None
+    if not root.attrs.get(COMPLETE_MARKER, False):
+        raise InputError(path, "store is incomplete (its write was interrupted); delete it and rerun")
+    return root
+
+
+def open_store(path: str | os.PathLike, group: str = ROOT) -> xr.Dataset:
+    """Open one group of a complete store lazily (dask-backed), geometry decoded."""
+    _open_root(path)
+    group_name = None if group in ("", ROOT) else group.strip("/")
+    try:
+        return xr.open_zarr(path, group=group_name, zarr_format=3, consolidated=False,
+                            decode_coords="all", mask_and_scale=False)
+    except Exception as exc:
+        raise InputError(path, f"cannot open group {group!r} ({type(exc).__name__}: {exc})") from None
+
+
+def load_checked(ds: xr.Dataset, path: str | os.PathLike, name: str = "image") -> np.ndarray:
+    """Compute one variable, turning a corrupt chunk into a one-line :class:`InputError`."""
+    try:
+        return np.asarray(ds[name].values)
+    except Exception as exc:
+        raise InputError(path, f"corrupt chunk in variable {name!r} ({type(exc).__name__}: {exc})") from None
+
+
+def attrs_json(ds: xr.Dataset, key: str) -> Any:
+    """Read an attr that may have been stored as a JSON string by older writers."""
+    value = ds.attrs.get(key)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value

@@ -1,0 +1,1 @@
+"""The score-SDE core: SDEs, parametrisations, networks, training, checkpoints, samplers, guidance."""

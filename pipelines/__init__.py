@@ -1,0 +1,1 @@
+"""Steps a user runs: ingest, reconstruct, evaluate, export, and the command-line interface."""

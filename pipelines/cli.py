@@ -1,0 +1,61 @@
+"""The ``scorerecon`` command line: one sub-command per pipeline step.
+
+Each step lives in its own module exposing ``register(subparsers)``; this file only wires them
+and turns :class:`~scorerecon.pipelines.errors.InputError` into one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from scorerecon import __version__
+from scorerecon.pipelines.errors import InputError
+
+# sub-command modules, in the order they appear in --help
+COMMAND_MODULES = [
+    "scorerecon.pipelines.ingest",
+    "scorerecon.pipelines.info",
+    "scorerecon.pipelines.export",
+    "scorerecon.pipelines.train",
+    "scorerecon.pipelines.sample",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scorerecon",
+        description="Score-based diffusion reconstruction: ingest raw data into Zarr, train priors, "
+        "reconstruct, evaluate and export.",
+    )
+    parser.add_argument("--version", action="version", version=f"scorerecon {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # step not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except InputError as exc:
+        print(f"scorerecon: error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scorerecon: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
