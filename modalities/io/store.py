@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import BloscCodec
 
 from scorerecon import __version__
 from scorerecon.pipelines.errors import InputError
@@ -80,17 +81,27 @@ def _jsonable(value: Any) -> Any:
 def _clean_attrs(ds: xr.Dataset) -> xr.Dataset:
     ds = ds.copy()
     ds.attrs = {k: _jsonable(v) for k, v in ds.attrs.items()}
-    for name in ds.variables:
+    for name in list(ds.variables):
+        if ds[name].dtype.kind == "U":
+            # fixed-width unicode has no Zarr v3 spec (zarr warns it may become unreadable);
+            # variable-length strings are the specified "string" data type
+            ds[name] = ds[name].astype(object)
         ds[name].attrs = {k: _jsonable(v) for k, v in ds[name].attrs.items()}
     return ds
 
 
 def _encoding_for(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """One zarr chunk per dask chunk, so writes stream chunk by chunk."""
+    """One zarr chunk per dask chunk (writes stream chunk by chunk), Blosc-LZ4 with byte shuffle.
+
+    LZ4 is chosen over zarr's default Zstd because ingest must keep pace with a raw read of the
+    source (benchmarks/ingest.py); shuffle recovers most of Zstd's ratio on medical integers.
+    """
     encoding: dict[str, dict[str, Any]] = {}
     for name, var in ds.data_vars.items():
+        entry: dict[str, Any] = {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]}
         if var.chunks is not None:
-            encoding[str(name)] = {"chunks": tuple(c[0] for c in var.chunks)}
+            entry["chunks"] = tuple(c[0] for c in var.chunks)
+        encoding[str(name)] = entry
     return encoding
 
 
@@ -99,7 +110,9 @@ def write_store(groups: Mapping[str, xr.Dataset] | xr.Dataset, path: str | os.Pa
     """Write groups (``{"/": ds}`` or a bare Dataset) to a Zarr v3 store, atomically.
 
     Chunks are computed by dask straight into the temporary store, so memory stays bounded by a
-    few chunks whatever the volume size.
+    few chunks whatever the volume size. Every chunk is written, even one that is all fill
+    value, so that :func:`open_store` can tell a chunk lost after writing from an empty one
+    (Zarr would otherwise read a missing chunk back as fill value, silently).
     """
     target = Path(path)
     if isinstance(groups, xr.Dataset):
@@ -113,7 +126,7 @@ def write_store(groups: Mapping[str, xr.Dataset] | xr.Dataset, path: str | os.Pa
             group_name = None if group in ("", ROOT) else group.strip("/")
             delayed = ds.to_zarr(staging, group=group_name, mode="w" if index == 0 else "a",
                                  zarr_format=3, consolidated=False, encoding=_encoding_for(ds),
-                                 compute=False)
+                                 write_empty_chunks=True, compute=False)
             if progress:
                 from dask.diagnostics import ProgressBar
 
@@ -152,10 +165,35 @@ def _open_root(path: str | os.PathLike) -> zarr.Group:
     return root
 
 
+def _check_chunks_present(path: str | os.PathLike, group_name: str | None) -> None:
+    """Refuse a group any of whose arrays lost chunk files after the store was written.
+
+    :func:`write_store` writes every chunk, so fewer chunks on disk than the array's grid means
+    damage (a deleted or never-copied chunk), which Zarr would read back as fill value.
+    """
+    try:
+        node = zarr.open_group(path, path=group_name or "", mode="r", zarr_format=3)
+    except Exception:
+        return  # a missing group is reported by xarray below, with the group's name
+    for name, array in node.arrays():
+        try:
+            present, expected = array.nchunks_initialized, array.nchunks
+        except Exception as exc:
+            raise InputError(path, f"cannot list chunks of {name!r} ({type(exc).__name__}: {exc})") from None
+        if present < expected:
+            where = f"{group_name}/{name}" if group_name else name
+            raise InputError(path, f"missing chunk files in variable {where!r} ({present} of {expected} on "
+                                   "disk): the store was damaged after writing; re-create it")
+
+
 def open_store(path: str | os.PathLike, group: str = ROOT) -> xr.Dataset:
-    """Open one group of a complete store lazily (dask-backed), geometry decoded."""
+    """Open one group of a complete store lazily (dask-backed), geometry decoded.
+
+    Refuses (:class:`InputError`) an incomplete store and a group with missing chunk files.
+    """
     _open_root(path)
     group_name = None if group in ("", ROOT) else group.strip("/")
+    _check_chunks_present(path, group_name)
     try:
         return xr.open_zarr(path, group=group_name, zarr_format=3, consolidated=False,
                             decode_coords="all", mask_and_scale=False)

@@ -1,0 +1,172 @@
+"""Ingest throughput against a raw read of the same bytes, and ingest's peak memory.
+
+For each size (GB) and format (NIfTI .nii, DICOM series), a synthetic int16 CT-like volume
+(512 x 512 x N; smooth anatomy-like structure plus noise, so compression is realistic) is written
+slab by slab, then:
+
+* raw read: every source byte read sequentially in 8 MiB blocks (the floor any reader pays);
+* ingest:  ``scorerecon ingest SRC -o STORE.zarr`` in a fresh process (parse, chunk, compress,
+  write Zarr v3), timed end to end, peak RSS from ``wait4``.
+
+Both run with the sources in the page cache (the raw read goes first and warms it), so the ratio
+measures ingest's own overhead, not the disk. Prints a markdown table.
+
+    python benchmarks/ingest.py --sizes 1 4 --formats nifti dicom --workdir /tmp/scorerecon-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SLICE = 512
+SLAB = 64
+
+
+def synthetic_slab(z0: int, nz: int, rng: np.random.Generator) -> np.ndarray:
+    """CT-like int16 slices (z, y, x): an ellipsoidal 'head' of soft tissue and bone plus noise."""
+    yy, xx = np.mgrid[-1:1:SLICE * 1j, -1:1:SLICE * 1j]
+    out = np.empty((nz, SLICE, SLICE), dtype=np.int16)
+    for k in range(nz):
+        phase = 0.3 * np.sin((z0 + k) / 150.0)
+        r = np.sqrt((xx / (0.8 + 0.05 * phase)) ** 2 + (yy / 0.9) ** 2)
+        img = np.where(r < 1.0, 40.0, -1000.0) + np.where((r > 0.9) & (r < 1.0), 1200.0, 0.0)
+        out[k] = (img + rng.normal(0, 20, img.shape)).astype(np.int16)
+    return out
+
+
+def write_nifti(path: Path, nz: int) -> list[Path]:
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    header.set_data_shape((SLICE, SLICE, nz))
+    header.set_zooms((0.5, 0.5, 0.625))
+    header.set_sform(np.diag([0.5, 0.5, 0.625, 1.0]), code=1)
+    header.set_qform(np.diag([0.5, 0.5, 0.625, 1.0]), code=1)
+    rng = np.random.default_rng(0)
+    with open(path, "wb") as handle:
+        header.write_to(handle)
+        handle.write(b"\0" * (int(header["vox_offset"]) - handle.tell()))
+        for z0 in range(0, nz, SLAB):
+            # (z, y, x) C-order bytes are NIfTI's (x, y, z) Fortran order
+            handle.write(synthetic_slab(z0, min(SLAB, nz - z0), rng).tobytes())
+    return [path]
+
+
+def write_dicom_series(folder: Path, nz: int) -> list[Path]:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    rng = np.random.default_rng(0)
+    paths = []
+    for z0 in range(0, nz, SLAB):
+        slab = synthetic_slab(z0, min(SLAB, nz - z0), rng)
+        for k, pixels in enumerate(slab):
+            index = z0 + k
+            ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+            ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+            ds.Modality, ds.PatientID, ds.PatientName = "CT", "BENCH", "Bench^Synthetic"
+            ds.InstanceNumber = index + 1
+            ds.ImagePositionPatient = [-128.0, -128.0, 0.625 * index]
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.PixelSpacing, ds.SliceThickness = [0.5, 0.5], 0.625
+            ds.Rows = ds.Columns = SLICE
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+            ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+            ds.PixelData = pixels.tobytes()
+            path = folder / f"slice_{index:05d}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            paths.append(path)
+    return paths
+
+
+def raw_read(paths: list[Path]) -> tuple[float, int]:
+    total, start = 0, time.perf_counter()
+    for path in paths:
+        with open(path, "rb", buffering=0) as handle:
+            while block := handle.read(8 << 20):
+                total += len(block)
+    return time.perf_counter() - start, total
+
+
+def timed_ingest(source: Path, store: Path) -> tuple[float, float]:
+    """Seconds and peak RSS (MB) of one ``scorerecon ingest`` process."""
+    shutil.rmtree(store, ignore_errors=True)
+    cli = Path(sys.executable).with_name("scorerecon")
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(cli), "ingest", str(source), "-o", str(store), "--quiet"])
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"ingest of {source} failed")
+    return seconds, usage.ru_maxrss / 1024.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1.0, 4.0], help="volume sizes in GB")
+    parser.add_argument("--formats", nargs="+", default=["nifti", "dicom"], choices=["nifti", "dicom"])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/scorerecon-bench-ingest"))
+    parser.add_argument("--keep", action="store_true", help="keep the synthetic files")
+    args = parser.parse_args()
+
+    rows = []
+    for size in args.sizes:
+        nz = int(round(size * 1e9 / (SLICE * SLICE * 2)))
+        for fmt in args.formats:
+            work = args.workdir / f"{fmt}_{size:g}GB"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            if fmt == "nifti":
+                paths = write_nifti(work / "volume.nii", nz)
+                source = paths[0]
+            else:
+                paths = write_dicom_series(work / "series", nz)
+                source = work / "series"
+            raw_s, nbytes = raw_read(paths)
+            ingest_s, rss_mb = timed_ingest(source, work / "store.zarr")
+            mb = nbytes / 1e6
+            rows.append((fmt, f"512x512x{nz}", f"{mb:,.0f}", f"{mb / raw_s:,.0f}", f"{mb / ingest_s:,.0f}",
+                         f"{raw_s / ingest_s:.2f}", f"{rss_mb:,.0f}"))
+            print(f"# {fmt} {size:g} GB: raw {raw_s:.1f} s, ingest {ingest_s:.1f} s, peak RSS {rss_mb:.0f} MB",
+                  file=sys.stderr, flush=True)
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+
+    import torch  # only for the hardware line
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"command: python benchmarks/ingest.py {' '.join(sys.argv[1:])}")
+    print(f"date: {datetime.date.today()}  machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print("sources in page cache; ingest = scorerecon ingest in a fresh process, Zarr v3, Blosc-LZ4")
+    print()
+    print("| format | shape (int16) | MB | raw read MB/s | ingest MB/s | ingest / raw | ingest peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

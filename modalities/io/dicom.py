@@ -1,0 +1,518 @@
+"""DICOM reader: a folder, a list of files or one multi-frame (enhanced) file -> lazy xarray.
+
+What it returns
+    ``read(paths, series=None)`` returns ``{"/": ds}`` where ``ds["image"]`` has dims
+    ``("z", "y", x")`` and one dask chunk per slice, ``(1, Rows, Columns)``, so a store written
+    from it streams slice by slice and 2D tasks read one slice per chunk. Nothing but headers is
+    read up front; every slice is decoded (pydicom + pylibjpeg/openjpeg for compressed transfer
+    syntaxes) only when dask computes its chunk.
+
+Geometry (the project convention, ``shared/docs/DESIGN.md`` section 2)
+    * ``y`` indexes DICOM rows, ``x`` columns, ``z`` slices sorted *ascending along the slice
+      normal* ``n = row_dir x col_dir`` (``row_dir`` = first three values of
+      ImageOrientationPatient, the direction of increasing column index).
+    * ``ds.attrs["affine"]`` is the 4x4 RAS+ affine mapping ``(i, j, k, 1)`` to mm, where ``i``
+      indexes ``x``, ``j`` indexes ``y`` and ``k`` indexes ``z`` -- exactly NIfTI's convention, so the
+      stored array is nibabel's ``(i, j, k)`` array transposed to ``(k, j, i)``. It is built in LPS
+      (DICOM patient space) from ImageOrientationPatient, PixelSpacing and ImagePositionPatient
+      and converted once here by negating its first two rows. The slice column is the mean step
+      between the first and the last slice, so a tilted-gantry series keeps its true (sheared)
+      geometry.
+    * ``ds.attrs["spacing"] = [sx, sy, sz]`` in mm: column spacing, row spacing and the slice
+      separation along the normal (SliceThickness, else 1.0, for a one-slice series). The ``x``,
+      ``y``, ``z`` coordinates are ``index * spacing``.
+
+Pixel values
+    RescaleSlope/RescaleIntercept are applied. With no rescale (slope 1, intercept 0) the stored
+    integer dtype is kept. With integral slope and intercept (the usual CT case, e.g. 1 and -1024)
+    the result is computed exactly in integers: int16 when the BitsStored range maps into int16,
+    else int32 -- HU stay exact and compact. Any other rescale gives float32. A stored value
+    outside the BitsStored range is reported as an error rather than wrapped.
+
+Validation (each an :class:`InputError` naming the file, one line)
+    not a DICOM file, truncated file, several series without ``series=``, unknown ``series=``,
+    missing pixel data, inconsistent Rows/Columns, PixelSpacing or ImageOrientationPatient,
+    duplicate slice positions, a missing slice (a gap > 1.5x the median spacing), inconsistent
+    slice spacing, colour images (not supported). Decoding errors found while streaming are also
+    raised as :class:`InputError`, so the store writer removes its partial output.
+
+Identifiers
+    ``ds.attrs["dicom"]`` is a JSON-able dict with the patient/study/series/frame-of-reference
+    tags of the first file, and per-slice lists (in ``z`` order) of SOPInstanceUID,
+    SOPClassUID, InstanceNumber and ImagePositionPatient, needed to write a derived series later.
+    RescaleSlope/RescaleIntercept are scalars when constant over the series, else per-slice
+    lists. The sources are only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import pydicom
+import xarray as xr
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
+
+from scorerecon.modalities.io.store import provenance_attrs
+from scorerecon.pipelines.errors import InputError
+
+READER = "scorerecon.modalities.io.dicom"
+READER_VERSION = f"1.0 (pydicom {pydicom.__version__})"
+
+#: Header tags copied into ``attrs["dicom"]`` from the first file (patient, study, series,
+#: frame of reference and equipment modules, plus display/storage facts).
+IDENTIFYING_TAGS: tuple[str, ...] = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientWeight",
+    "PatientPosition", "IssuerOfPatientID", "OtherPatientIDs", "PatientIdentityRemoved",
+    "StudyInstanceUID", "StudyID", "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber",
+    "ReferringPhysicianName",
+    "SeriesInstanceUID", "SeriesNumber", "SeriesDate", "SeriesTime", "SeriesDescription", "Modality",
+    "BodyPartExamined", "Laterality", "ProtocolName",
+    "FrameOfReferenceUID", "PositionReferenceIndicator",
+    "Manufacturer", "ManufacturerModelName", "InstitutionName", "StationName", "SoftwareVersions",
+    "SpecificCharacterSet", "ImageType", "AcquisitionNumber",
+    "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+    "SliceThickness", "SpacingBetweenSlices", "RescaleType", "WindowCenter", "WindowWidth",
+    "KVP", "ConvolutionKernel", "MagneticFieldStrength", "RepetitionTime", "EchoTime", "FlipAngle",
+)
+
+_DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+@dataclass
+class _Slice:
+    """One 2D image: a single-frame file or one frame of a multi-frame file."""
+
+    path: Path
+    frame: int | None
+    rows: int
+    cols: int
+    orientation: np.ndarray | None
+    position: np.ndarray | None
+    pixel_spacing: tuple[float, float]
+    thickness: float | None
+    slope: float
+    intercept: float
+    sop_instance_uid: str | None
+    sop_class_uid: str | None
+    instance_number: int | None
+
+
+@dataclass
+class _Series:
+    uid: str
+    headers: list[tuple[Path, Dataset]] = field(default_factory=list)
+
+
+def _jsonable(value: Any) -> Any:
+    """pydicom values (MultiValue, DSfloat, IS, PersonName, UID, Sequence) as plain JSON types."""
+    if isinstance(value, (MultiValue, list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, PersonName):
+        return str(value)
+    if isinstance(value, pydicom.sequence.Sequence):
+        return None  # sequences are not kept
+    if isinstance(value, bytes):
+        return None
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
+    return None if value is None else str(value)
+
+
+def _collect_files(paths: Sequence[Path]) -> list[tuple[Path, bool]]:
+    """Files to read, each with ``strict``: must it be DICOM (listed by the user or named *.dcm)?
+
+    Folders are walked recursively; hidden files and DICOMDIR are skipped; other non-DICOM files
+    in a folder (notes, thumbnails) are ignored unless their name claims DICOM.
+    """
+    files: list[tuple[Path, bool]] = []
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and not child.name.startswith(".") and child.name.upper() != "DICOMDIR":
+                    files.append((child, child.suffix.lower() in _DICOM_SUFFIXES))
+        else:
+            files.append((path, True))
+    if not files:
+        raise InputError(paths[0], "no files found in this folder")
+    return files
+
+
+def _check_not_truncated(path: Path, ds: Dataset) -> None:
+    """Every top-level element whose value was not read yet must lie inside the file."""
+    size = path.stat().st_size
+    for tag in ds.keys():
+        elem = ds.get_item(tag, keep_deferred=True)
+        tell = getattr(elem, "value_tell", None)
+        length = getattr(elem, "length", None)
+        if tell is not None and length not in (None, _UNDEFINED_LENGTH) and tell + length > size:
+            raise InputError(path, f"truncated DICOM file: element {elem.tag} needs {tell + length} bytes, "
+                                   f"file has {size}")
+
+
+def _read_header(path: Path, strict: bool) -> Dataset | None:
+    """Parse a file's header (pixel data deferred); ``None`` for a skippable non-DICOM file."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError as exc:
+        raise InputError(path, f"cannot read file ({exc.strerror})") from None
+    has_marker = head[128:132] == b"DICM"
+    # A file without the 128-byte preamble may still be DICOM if it starts with a group-0008 tag.
+    if not has_marker and not head.startswith((b"\x08\x00", b"\x02\x00")):
+        if strict:
+            raise InputError(path, "not a DICOM file (no 'DICM' marker and no DICOM data elements)")
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path, defer_size="64 KB", force=not has_marker)
+        except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+            if strict or has_marker:
+                raise InputError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from None
+            return None
+    for warning in caught:
+        if "End of file reached" in str(warning.message):
+            raise InputError(path, "truncated DICOM file (pixel data ends before its delimiter)")
+    if len(ds) == 0:
+        if has_marker:
+            raise InputError(path, "truncated DICOM file (no data elements after the file meta)")
+        if strict:
+            raise InputError(path, "not a DICOM file")
+        return None
+    _check_not_truncated(path, ds)
+    return ds
+
+
+def _has_pixels(ds: Dataset) -> bool:
+    return any(tag in ds for tag in _PIXEL_TAGS)
+
+
+def _group_series(files: Iterable[tuple[Path, bool]]) -> dict[str, _Series]:
+    series: dict[str, _Series] = {}
+    for path, strict in files:
+        ds = _read_header(path, strict)
+        if ds is None:
+            continue
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        series.setdefault(uid, _Series(uid)).headers.append((path, ds))
+    return series
+
+
+def _describe(series: _Series) -> str:
+    first = series.headers[0][1]
+    desc = str(first.get("SeriesDescription", "")).strip()
+    return (f"{series.uid or '(no SeriesInstanceUID)'} ({first.get('Modality', '?')}, {len(series.headers)} "
+            f"file{'s' if len(series.headers) != 1 else ''}{', ' + repr(desc) if desc else ''})")
+
+
+def _select_series(groups: dict[str, _Series], where: Path, wanted: str | None) -> _Series:
+    if not groups:
+        raise InputError(where, "no DICOM files found")
+    if wanted is not None:
+        if wanted in groups:
+            return groups[wanted]
+        raise InputError(where, f"series {wanted!r} not found; available: "
+                                + "; ".join(_describe(s) for s in groups.values()))
+    with_pixels = {uid: s for uid, s in groups.items() if any(_has_pixels(ds) for _, ds in s.headers)}
+    candidates = with_pixels or groups
+    if len(candidates) > 1:
+        raise InputError(where, f"holds {len(candidates)} DICOM series; choose one with --series: "
+                                + "; ".join(_describe(s) for s in candidates.values()))
+    return next(iter(candidates.values()))
+
+
+def _floats(value: Any, count: int) -> np.ndarray | None:
+    if value is None:
+        return None
+    try:
+        arr = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.shape == (count,) and np.all(np.isfinite(arr)) else None
+
+
+def _first_item(ds: Dataset | None, sequence: str) -> Dataset | None:
+    if ds is None:
+        return None
+    seq = ds.get(sequence)
+    return seq[0] if seq else None
+
+
+def _frame_value(ds: Dataset, frame: int | None, sequence: str, keyword: str) -> Any:
+    """A functional-group value for one frame (per-frame first, then shared), else top level."""
+    if frame is not None:
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        groups = [per_frame[frame] if per_frame and frame < len(per_frame) else None,
+                  _first_item(ds, "SharedFunctionalGroupsSequence")]
+        for group in groups:
+            item = _first_item(group, sequence)
+            if item is not None and keyword in item:
+                return item.get(keyword)
+    return ds.get(keyword)
+
+
+def _make_slice(path: Path, ds: Dataset, frame: int | None) -> _Slice:
+    def value(seq: str, key: str) -> Any:
+        return _frame_value(ds, frame, seq, key)
+
+    spacing = _floats(value("PixelMeasuresSequence", "PixelSpacing"), 2)
+    thickness = value("PixelMeasuresSequence", "SliceThickness")
+    slope = value("PixelValueTransformationSequence", "RescaleSlope")
+    intercept = value("PixelValueTransformationSequence", "RescaleIntercept")
+    number = ds.get("InstanceNumber")
+    return _Slice(
+        path=path, frame=frame, rows=int(ds.Rows), cols=int(ds.Columns),
+        orientation=_floats(value("PlaneOrientationSequence", "ImageOrientationPatient"), 6),
+        position=_floats(value("PlanePositionSequence", "ImagePositionPatient"), 3),
+        pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing is not None else (1.0, 1.0),
+        thickness=float(thickness) if thickness not in (None, "") else None,
+        slope=float(slope) if slope not in (None, "") else 1.0,
+        intercept=float(intercept) if intercept not in (None, "") else 0.0,
+        sop_instance_uid=str(ds.SOPInstanceUID) if "SOPInstanceUID" in ds else None,
+        sop_class_uid=str(ds.SOPClassUID) if "SOPClassUID" in ds else None,
+        instance_number=int(number) if number not in (None, "") else None,
+    )
+
+
+def _slices_of(series: _Series) -> tuple[list[_Slice], bool]:
+    """All 2D images of a series, plus whether it came from one multi-frame file."""
+    for path, ds in series.headers:
+        if not _has_pixels(ds):
+            raise InputError(path, "missing pixel data (no PixelData element)")
+        for keyword in ("Rows", "Columns", "BitsAllocated"):
+            if keyword not in ds:
+                raise InputError(path, f"missing {keyword}: not an image DICOM file")
+        if int(ds.get("SamplesPerPixel", 1)) != 1:
+            raise InputError(path, f"colour DICOM (SamplesPerPixel={ds.SamplesPerPixel}) is not supported")
+    frames = [int(ds.get("NumberOfFrames", 1) or 1) for _, ds in series.headers]
+    if len(series.headers) == 1 and (frames[0] > 1 or "PerFrameFunctionalGroupsSequence" in series.headers[0][1]):
+        path, ds = series.headers[0]
+        return [_make_slice(path, ds, f) for f in range(frames[0])], True
+    if any(n > 1 for n in frames):
+        path = series.headers[frames.index(max(frames))][0]
+        raise InputError(path, "series mixes a multi-frame file with other files; pass the multi-frame file alone")
+    return [_make_slice(path, ds, None) for path, ds in series.headers], False
+
+
+def _require_same(slices: list[_Slice], attr: str, label: str, close: bool = False) -> None:
+    ref = getattr(slices[0], attr)
+    for s in slices[1:]:
+        value = getattr(s, attr)
+        same = (ref is None and value is None) or (
+            ref is not None and value is not None and (
+                np.allclose(value, ref, atol=1e-4) if close else value == ref))
+        if not same:
+            raise InputError(s.path, f"inconsistent {label}: {value} here vs {ref} in {slices[0].path.name}")
+
+
+def _order_and_geometry(slices: list[_Slice], multiframe: bool) -> tuple[list[_Slice], np.ndarray, list[float],
+                                                                          str | None]:
+    """Sort slices along the normal, validate spacing, return (slices, LPS affine, spacing, note)."""
+    _require_same(slices, "rows", "Rows")
+    _require_same(slices, "cols", "Columns")
+    _require_same(slices, "pixel_spacing", "PixelSpacing", close=True)
+    _require_same(slices, "orientation", "ImageOrientationPatient", close=True)
+    sy, sx = slices[0].pixel_spacing
+    note = None
+    orientation = slices[0].orientation
+    have_positions = all(s.position is not None for s in slices)
+    if orientation is None or not have_positions:
+        if len(slices) > 1 and not multiframe:
+            missing = next(s for s in slices if s.position is None or s.orientation is None)
+            raise InputError(missing.path, "no ImagePositionPatient/ImageOrientationPatient: cannot order the slices")
+        note = "no patient geometry in the file: identity orientation, origin 0 and file order assumed"
+        orientation = np.array([1.0, 0, 0, 0, 1.0, 0])
+        step = slices[0].thickness or 1.0
+        for k, s in enumerate(slices):
+            s.position = np.array([0.0, 0.0, k * step])
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    normal = np.cross(row_dir, col_dir)
+    if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
+        raise InputError(slices[0].path, f"ImageOrientationPatient {orientation.tolist()} is not two orthonormal vectors")
+    depth = np.array([float(np.dot(s.position, normal)) for s in slices])
+    order = np.argsort(depth, kind="stable")
+    slices = [slices[i] for i in order]
+    depth = depth[order]
+    if len(slices) > 1:
+        diffs = np.diff(depth)
+        dup = int(np.argmin(diffs))
+        if diffs[dup] < 1e-3:
+            raise InputError(slices[dup + 1].path, f"two slices at the same position ({depth[dup]:.4g} mm along the "
+                                                   f"normal, also {slices[dup].path.name}): several acquisitions "
+                                                   "or echoes mixed in one series?")
+        median = float(np.median(diffs))
+        gap = int(np.argmax(diffs))
+        if diffs[gap] > 1.5 * median:
+            raise InputError(slices[gap + 1].path,
+                             f"missing slice: gap of {diffs[gap]:.4g} mm between {depth[gap]:.4g} and "
+                             f"{depth[gap + 1]:.4g} mm along the normal is more than 1.5x the median "
+                             f"spacing {median:.4g} mm")
+        worst = int(np.argmax(np.abs(diffs - median)))
+        if abs(diffs[worst] - median) > max(0.01, 0.01 * median):
+            raise InputError(slices[worst + 1].path,
+                             f"inconsistent slice spacing: {diffs[worst]:.4g} mm before this slice vs median "
+                             f"{median:.4g} mm (range {diffs.min():.4g}-{diffs.max():.4g} mm)")
+        first, last = slices[0].position, slices[-1].position
+        step_vec = (last - first) / (len(slices) - 1)
+        for k, s in enumerate(slices):
+            off = np.linalg.norm(s.position - (first + k * step_vec))
+            if off > max(0.01, 0.01 * median):
+                raise InputError(s.path, f"inconsistent slice positions: ImagePositionPatient {s.position.tolist()} "
+                                         f"is {off:.3g} mm off the line through the first and last slices")
+        sz = float(np.dot(step_vec, normal))
+    else:
+        sz = slices[0].thickness or 1.0
+        step_vec = normal * sz
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * sx
+    lps[:3, 1] = col_dir * sy
+    lps[:3, 2] = step_vec
+    lps[:3, 3] = slices[0].position
+    return slices, lps, [sx, sy, sz], note
+
+
+def _stored_dtype(ds: Dataset) -> np.dtype:
+    if "FloatPixelData" in ds:
+        return np.dtype("float32")
+    if "DoubleFloatPixelData" in ds:
+        return np.dtype("float64")
+    bits = int(ds.BitsAllocated)
+    if bits not in (8, 16, 32):
+        raise InputError(None, f"BitsAllocated={bits} is not supported")
+    return np.dtype(f"{'i' if int(ds.get('PixelRepresentation', 0)) else 'u'}{bits // 8}")
+
+
+def _stored_range(ds: Dataset, dtype: np.dtype) -> tuple[float, float]:
+    if dtype.kind == "f":
+        return (-np.inf, np.inf)
+    bits = int(ds.get("BitsStored", dtype.itemsize * 8))
+    if dtype.kind == "i":
+        return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return (0, 2**bits - 1)
+
+
+def _output_dtype(slices: list[_Slice], stored: np.dtype, rng: tuple[float, float]) -> tuple[np.dtype, bool]:
+    """The output dtype and whether a rescale is applied (see the module docstring)."""
+    if all(s.slope == 1.0 and s.intercept == 0.0 for s in slices):
+        return stored, False
+    integral = all(float(s.slope).is_integer() and float(s.intercept).is_integer() for s in slices)
+    if stored.kind in "iu" and integral:
+        ends = [v for s in slices for v in (rng[0] * s.slope + s.intercept, rng[1] * s.slope + s.intercept)]
+        lo, hi = min(ends), max(ends)
+        for candidate in (np.int16, np.int32):
+            info = np.iinfo(candidate)
+            if info.min <= lo and hi <= info.max:
+                return np.dtype(candidate), True
+    return np.dtype("float32"), True
+
+
+def _load_slice(s: _Slice, stored: np.dtype, rng: tuple[float, float], out: np.dtype, rescale: bool) -> np.ndarray:
+    """Decode one slice (only this frame of a multi-frame file) and apply its rescale."""
+    try:
+        pixels = pydicom.pixels.pixel_array(s.path, index=s.frame)
+    except Exception as exc:  # decoders raise many types; all mean "this file's pixels are unusable"
+        raise InputError(s.path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from None
+    if pixels.shape != (s.rows, s.cols):
+        raise InputError(s.path, f"pixel data has shape {pixels.shape}, expected ({s.rows}, {s.cols})")
+    if stored.kind in "iu":
+        lo, hi = pixels.min(), pixels.max()
+        if lo < rng[0] or hi > rng[1]:
+            raise InputError(s.path, f"stored values {lo}..{hi} exceed the BitsStored range {rng[0]}..{rng[1]}")
+    pixels = pixels.astype(stored, copy=False)
+    if not rescale:
+        return pixels
+    if out.kind == "i":
+        return (pixels.astype(np.int64) * int(s.slope) + int(s.intercept)).astype(out)
+    return (pixels.astype(np.float64) * s.slope + s.intercept).astype(out)
+
+
+def _dicom_attrs(first: Dataset, slices: list[_Slice]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for keyword in IDENTIFYING_TAGS:
+        if keyword in first:
+            value = _jsonable(first.get(keyword))
+            if value is not None:
+                attrs[keyword] = value
+    attrs["SOPInstanceUID"] = [s.sop_instance_uid for s in slices]
+    attrs["SOPClassUID"] = [s.sop_class_uid for s in slices]
+    attrs["InstanceNumber"] = [s.instance_number for s in slices]
+    attrs["ImagePositionPatient"] = [[float(v) for v in s.position] for s in slices]
+    attrs["ImageOrientationPatient"] = [float(v) for v in slices[0].orientation] \
+        if slices[0].orientation is not None else None
+    attrs["PixelSpacing"] = list(slices[0].pixel_spacing)
+    if slices[0].frame is not None:
+        attrs["FrameIndex"] = [s.frame for s in slices]
+    for key in ("slope", "intercept"):
+        values = [s.slope if key == "slope" else s.intercept for s in slices]
+        name = "RescaleSlope" if key == "slope" else "RescaleIntercept"
+        attrs[name] = values[0] if len(set(values)) == 1 else values
+    attrs["TransferSyntaxUID"] = str(first.file_meta.get("TransferSyntaxUID", "")) if first.file_meta else ""
+    return attrs
+
+
+def read(paths: list[Path], series: str | None = None, **options: Any) -> dict[str, xr.Dataset]:
+    """Read one DICOM series lazily into ``{"/": Dataset}`` (see the module docstring).
+
+    ``paths`` is a folder (walked recursively), a list of files, or one multi-frame file.
+    ``series`` picks a SeriesInstanceUID when the sources hold several. Other options are
+    accepted and ignored, so the ingest dispatcher can pass the same options to every reader.
+    """
+    paths = [Path(p) for p in paths]
+    where = paths[0] if len(paths) == 1 else paths[0].parent
+    chosen = _select_series(_group_series(_collect_files(paths)), where, series)
+    slices, multiframe = _slices_of(chosen)
+    slices, lps, spacing, note = _order_and_geometry(slices, multiframe)
+    first_path, first = chosen.headers[0]
+    try:
+        stored = _stored_dtype(first)
+    except InputError as exc:
+        raise InputError(first_path, exc.problem) from None
+    rng = _stored_range(first, stored)
+    out, rescale = _output_dtype(slices, stored, rng)
+
+    ny, nx = slices[0].rows, slices[0].cols
+    planes = [da.from_delayed(dask.delayed(_load_slice, pure=True)(s, stored, rng, out, rescale),
+                              shape=(ny, nx), dtype=out) for s in slices]
+    data = da.stack(planes).rechunk((1, ny, nx))
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS
+    import nibabel.orientations as orientations
+
+    modality = str(first.get("Modality", "OT"))
+    image_attrs: dict[str, Any] = {"long_name": "image"}
+    if rescale or modality == "CT":
+        units = str(first.get("RescaleType", "")) or ("HU" if modality == "CT" else "")
+        if units:
+            image_attrs["units"] = units
+    image = xr.Variable(("z", "y", "x"), data, attrs=image_attrs)
+    coords = {name: (name, np.arange(n) * step, {"units": "mm"})
+              for name, n, step in (("z", len(slices), spacing[2]), ("y", ny, spacing[1]), ("x", nx, spacing[0]))}
+    sources = list(dict.fromkeys(s.path for s in slices))
+    attrs: dict[str, Any] = {
+        "affine": affine.tolist(),
+        "spacing": spacing,
+        "modality": modality,
+        "orientation": "".join(orientations.aff2axcodes(affine)),
+        "affine_source": "DICOM ImageOrientationPatient/ImagePositionPatient/PixelSpacing (LPS->RAS)",
+        "dicom": _dicom_attrs(first, slices),
+        **provenance_attrs(READER, READER_VERSION, sources),
+    }
+    if note:
+        attrs["geometry_note"] = note
+    ds = xr.Dataset({"image": image}, coords=coords, attrs=attrs)
+    return {"/": ds}

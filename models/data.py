@@ -1,0 +1,271 @@
+"""Random-patch training data from Zarr stores (or, as a fallback, NIfTI files read directly).
+
+Patch-based priors (Hu et al., NeurIPS 2024; DESIGN.md section 4) train on small random patches
+and tile to any image size at inference, so the training set is "every patch position of every
+training slice" and one batch is a handful of random draws from it.
+
+* **Sources**: Zarr stores written by ``scorerecon ingest`` (variable ``image``, medical dims
+  ``(z, y, x)``), opened with :func:`~scorerecon.modalities.io.store.open_store`. A volume small
+  enough (``cache_mb``) is read once into RAM; a larger one stays dask-backed and each patch
+  reads only the chunks it touches. A ``.nii``/``.nii.gz`` path is read with nibabel (reoriented
+  to RAS+, transposed to ``(z, y, x)`` like the store) so training is not blocked on ingest.
+* **Patches**: ``patch_size`` with two entries gives 2-D patches from slices along
+  ``slice_axis``; three entries give 3-D patches. An optional ``channel_dim`` (e.g. ``band``)
+  becomes the channel axis.
+* **Held-out data**: ``holdout: {dim: [start, stop)}`` (half-open index ranges) — no training
+  patch overlaps them, so evaluation on those slices is fair.
+* **Normalisation**: stated in the config and recorded in the model card with the values it
+  resolved to: ``percentile`` (``percentiles: [lo, hi]`` of the training voxels, default
+  0.5/99.5), ``minmax`` or ``fixed`` (``values: [lo, hi]``), mapped linearly to ``range``
+  (default ``[-1, 1]``) and clipped there.
+* **Background**: patches whose foreground fraction (normalised value above ``threshold`` of
+  the range) is below ``min_fraction`` are redrawn, up to ``max_tries`` times.
+
+All randomness comes from a ``numpy.random.Generator`` the caller owns, so a training run can
+save and restore it (its state is plain JSON).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scorerecon.pipelines.errors import InputError
+
+DEFAULT_NORMALIZATION = {"method": "percentile", "percentiles": [0.5, 99.5], "range": [-1.0, 1.0]}
+DEFAULT_FOREGROUND = {"threshold": 0.1, "min_fraction": 0.0, "max_tries": 20}
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
+class _Volume:
+    """One source array with named dims: cached as numpy, or a lazy xarray DataArray."""
+
+    def __init__(self, path: Path, group: str, variable: str, cache_mb: float) -> None:
+        self.path = path
+        if _is_nifti(path):
+            self.dims, self.data, self.sources = self._read_nifti(path)
+            self.lazy = None
+            return
+        from scorerecon.modalities.io.store import attrs_json, load_checked, open_store
+
+        ds = open_store(path, group)
+        if variable not in ds.data_vars:
+            raise InputError(path, f"group {group!r} has no variable {variable!r} "
+                                   f"(has {sorted(map(str, ds.data_vars))})")
+        var = ds[variable]
+        if np.iscomplexobj(np.empty(0, dtype=var.dtype)):
+            raise InputError(path, f"variable {variable!r} is complex; train priors on real images")
+        self.dims = tuple(map(str, var.dims))
+        self.sources = attrs_json(ds, "source_files") or []
+        if var.size * var.dtype.itemsize <= cache_mb * 2**20:
+            self.data, self.lazy = load_checked(ds, path, variable), None
+        else:
+            self.data, self.lazy = None, var
+
+    @staticmethod
+    def _read_nifti(path: Path) -> tuple[tuple[str, ...], np.ndarray, list[dict[str, Any]]]:
+        import nibabel as nib
+
+        from scorerecon.modalities.io.store import describe_sources
+
+        try:
+            img = nib.as_closest_canonical(nib.load(str(path)))
+            data = np.asanyarray(img.dataobj)
+        except Exception as exc:
+            raise InputError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+        if data.ndim != 3:
+            raise InputError(path, f"expected a 3-D NIfTI volume, got shape {data.shape}")
+        return ("z", "y", "x"), np.ascontiguousarray(data.transpose(2, 1, 0)), describe_sources([path])
+
+    @property
+    def shape(self) -> dict[str, int]:
+        shape = self.data.shape if self.data is not None else self.lazy.shape
+        return dict(zip(self.dims, shape, strict=True))
+
+    def read(self, index: dict[str, slice | int]) -> np.ndarray:
+        """The block at ``index`` (dims not named are taken whole), as float32."""
+        if self.data is not None:
+            key = tuple(index.get(d, slice(None)) for d in self.dims)
+            return np.asarray(self.data[key], dtype=np.float32)
+        try:
+            return np.asarray(self.lazy.isel(index).values, dtype=np.float32)
+        except Exception as exc:
+            raise InputError(self.path, f"corrupt chunk ({type(exc).__name__}: {exc})") from None
+
+
+class PatchDataset:
+    """Random normalised patches from one or more volumes; see the module docstring for config keys.
+
+    ``config`` is the ``data`` section of a training YAML. Relative source paths resolve
+    against ``base_dir`` (default: the current directory).
+    """
+
+    def __init__(self, config: dict[str, Any], base_dir: str | os.PathLike | None = None) -> None:
+        self.config = dict(config)
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+        sources = config.get("sources") or []
+        if not sources:
+            raise InputError(None, "data.sources is empty: name at least one store or NIfTI file")
+        self.paths = [(base / p) if not Path(p).is_absolute() else Path(p) for p in sources]
+        for p in self.paths:
+            if not p.exists():
+                raise InputError(p, "training source does not exist")
+        self.group = config.get("group", "/")
+        self.variable = config.get("variable", "image")
+        self.patch_size = [int(s) for s in config["patch_size"]]
+        if len(self.patch_size) not in (2, 3):
+            raise InputError(None, f"data.patch_size must have 2 or 3 entries, got {self.patch_size}")
+        self.slice_axis = config.get("slice_axis", "z") if len(self.patch_size) == 2 else None
+        self.channel_dim = config.get("channel_dim")
+        self.holdout = {str(k): (int(v[0]), int(v[1])) for k, v in (config.get("holdout") or {}).items()}
+        self.foreground = {**DEFAULT_FOREGROUND, **(config.get("foreground") or {})}
+        self.volumes = [_Volume(p, self.group, self.variable, float(config.get("cache_mb", 512)))
+                        for p in self.paths]
+        self.spatial_dims = [self._spatial_dims(v) for v in self.volumes]
+        self._starts = [self._valid_starts(v, dims) for v, dims in zip(self.volumes, self.spatial_dims,
+                                                                        strict=True)]
+        counts = np.array([np.prod([len(s) for s in starts.values()]) for starts in self._starts], dtype=float)
+        if counts.sum() == 0:
+            raise InputError(self.paths[0], f"no patch of size {self.patch_size} fits outside the held-out "
+                                            f"ranges {self.holdout}")
+        self._weights = counts / counts.sum()
+        self.normalization = self._resolve_normalization({**DEFAULT_NORMALIZATION,
+                                                          **(config.get("normalization") or {})})
+
+    # --- geometry -----------------------------------------------------------------------------
+    def _spatial_dims(self, volume: _Volume) -> list[str]:
+        dims = [d for d in volume.dims if d != self.channel_dim]
+        if len(self.patch_size) == 2:
+            if self.slice_axis not in dims:
+                raise InputError(volume.path, f"slice_axis {self.slice_axis!r} not in dims {volume.dims}")
+            dims = [d for d in dims if d != self.slice_axis]
+        if len(dims) != len(self.patch_size):
+            raise InputError(volume.path, f"dims {volume.dims} do not match patch_size {self.patch_size}")
+        return dims
+
+    def _valid_starts(self, volume: _Volume, dims: list[str]) -> dict[str, np.ndarray]:
+        """Per dim, the patch start indices whose extent avoids that dim's held-out range."""
+        shape = volume.shape
+        extents = dict(zip(dims, self.patch_size, strict=True))
+        if self.slice_axis is not None:
+            extents = {self.slice_axis: 1, **extents}
+        starts = {}
+        for dim, extent in extents.items():
+            s = np.arange(max(shape[dim] - extent + 1, 0))
+            if dim in self.holdout:
+                lo, hi = self.holdout[dim]
+                s = s[(s + extent <= lo) | (s >= hi)]
+            starts[dim] = s
+        return starts
+
+    @property
+    def channels(self) -> int:
+        """Number of data channels of a patch (1 unless ``channel_dim`` is set)."""
+        return 1 if self.channel_dim is None else self.volumes[0].shape[self.channel_dim]
+
+    # --- normalisation ------------------------------------------------------------------------
+    def _training_sample(self, volume: _Volume, max_slices: int = 64) -> np.ndarray:
+        """Training voxels for the statistics: all of a cached volume, else evenly spaced slices."""
+        axis = self.slice_axis or next(d for d in volume.dims if d != self.channel_dim)
+        starts = np.arange(volume.shape[axis])
+        if axis in self.holdout:
+            lo, hi = self.holdout[axis]
+            starts = starts[(starts < lo) | (starts >= hi)]
+        if volume.data is None and len(starts) > max_slices:
+            starts = starts[np.linspace(0, len(starts) - 1, max_slices).round().astype(int)]
+        if volume.data is not None:
+            take = np.take(volume.data, starts, axis=volume.dims.index(axis))
+            return np.asarray(take, dtype=np.float32).ravel()
+        return np.concatenate([volume.read({axis: int(i)}).ravel() for i in starts])
+
+    def _resolve_normalization(self, norm: dict[str, Any]) -> dict[str, Any]:
+        method = norm["method"]
+        if method == "fixed":
+            lo, hi = (float(v) for v in norm["values"])
+        elif method in ("percentile", "minmax"):
+            values = np.concatenate([self._training_sample(v) for v in self.volumes])
+            q = norm.get("percentiles", [0.0, 100.0]) if method == "percentile" else [0.0, 100.0]
+            lo, hi = (float(v) for v in np.percentile(values, q))
+        else:
+            raise InputError(None, f"unknown normalization method {method!r}; "
+                                   "expected 'percentile', 'minmax' or 'fixed'")
+        if hi <= lo:
+            raise InputError(self.paths[0], f"normalization range is empty (low={lo}, high={hi})")
+        out = {**norm, "values": [lo, hi], "range": [float(r) for r in norm.get("range", [-1.0, 1.0])],
+               "clip": bool(norm.get("clip", True))}
+        if method != "percentile":
+            out.pop("percentiles", None)
+        return out
+
+    def normalize(self, block: np.ndarray) -> np.ndarray:
+        """Map data units to the model's range (linear, then clipped if the config says so)."""
+        return normalize(block, self.normalization)
+
+    # --- sampling -----------------------------------------------------------------------------
+    def _draw(self, rng: np.random.Generator) -> np.ndarray:
+        k = int(rng.choice(len(self.volumes), p=self._weights)) if len(self.volumes) > 1 else 0
+        volume, starts, dims = self.volumes[k], self._starts[k], self.spatial_dims[k]
+        index: dict[str, slice | int] = {}
+        if self.slice_axis is not None:
+            index[self.slice_axis] = int(starts[self.slice_axis][rng.integers(len(starts[self.slice_axis]))])
+        for dim, size in zip(dims, self.patch_size, strict=True):
+            s = int(starts[dim][rng.integers(len(starts[dim]))])
+            index[dim] = slice(s, s + size)
+        block = volume.read(index)
+        order = ([self.channel_dim] if self.channel_dim else []) + dims
+        present = [d for d in volume.dims if d in order]
+        block = np.transpose(block, [present.index(d) for d in order])
+        return block if self.channel_dim else block[None]
+
+    def sample_patch(self, rng: np.random.Generator) -> np.ndarray:
+        """One normalised patch ``(C, *patch_size)``, redrawn while it is mostly background."""
+        lo, hi = self.normalization["range"]
+        level = lo + float(self.foreground["threshold"]) * (hi - lo)
+        need = float(self.foreground["min_fraction"])
+        for _ in range(max(int(self.foreground["max_tries"]), 1)):
+            patch = self.normalize(self._draw(rng))
+            if need <= 0 or float((patch > level).mean()) >= need:
+                break
+        return patch
+
+    def sample_batch(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
+        """A float32 batch ``(B, C, *patch_size)`` of random patches."""
+        return torch.from_numpy(np.stack([self.sample_patch(rng) for _ in range(batch_size)]))
+
+    def source_files(self) -> list[dict[str, Any]]:
+        """Provenance of the training data (path, sha256, bytes of every original file)."""
+        records = []
+        for path, volume in zip(self.paths, self.volumes, strict=True):
+            for src in volume.sources:
+                records.append({**src, "via": str(path)})
+        return records
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON-able data section of a model card (config plus resolved values)."""
+        return {
+            "sources": [str(p) for p in self.paths], "group": self.group, "variable": self.variable,
+            "patch_size": self.patch_size, "slice_axis": self.slice_axis, "channel_dim": self.channel_dim,
+            "holdout": {k: list(v) for k, v in self.holdout.items()}, "foreground": self.foreground,
+            "normalization": self.normalization, "source_files": self.source_files(),
+            "volume_shapes": [v.shape for v in self.volumes],
+        }
+
+
+def normalize(block: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
+    """Data units -> model range with a resolved normalisation dict (as in a model card)."""
+    (lo, hi), (a, b) = normalization["values"], normalization["range"]
+    out = (np.asarray(block, dtype=np.float32) - lo) / (hi - lo) * (b - a) + a
+    return np.clip(out, a, b) if normalization.get("clip", True) else out
+
+
+def denormalize(block: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
+    """Model range -> data units, the inverse of :func:`normalize` (up to clipping)."""
+    (lo, hi), (a, b) = normalization["values"], normalization["range"]
+    return (np.asarray(block, dtype=np.float32) - a) / (b - a) * (hi - lo) + lo
