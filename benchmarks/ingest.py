@@ -17,9 +17,7 @@ measures ingest's own overhead, not the disk. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from scorerecon.pipelines import hardware
 
 SLICE = 512
 SLAB = 64
@@ -121,7 +121,8 @@ def timed_ingest(source: Path, store: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=float, nargs="+", default=[1.0, 4.0], help="volume sizes in GB")
     parser.add_argument("--formats", nargs="+", default=["nifti", "dicom"], choices=["nifti", "dicom"])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/scorerecon-bench-ingest"))
@@ -151,15 +152,8 @@ def main() -> None:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
 
-    import torch  # only for the hardware line
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     print(f"command: python benchmarks/ingest.py {' '.join(sys.argv[1:])}")
-    print(f"date: {datetime.date.today()}  machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(hardware.one_line())
     print("sources in page cache; ingest = scorerecon ingest in a fresh process, Zarr v3, Blosc-LZ4")
     print()
     print("| format | shape (int16) | MB | raw read MB/s | ingest MB/s | ingest / raw | ingest peak RSS MB |")

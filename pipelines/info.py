@@ -42,7 +42,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"group {group}")
         for name, var in info["variables"].items():
             chunks = "x".join(str(c[0]) for c in var["chunks"]) if var["chunks"] else "-"
-            print(f"  {name}: dims={tuple(var['dims'])} shape={tuple(var['shape'])} dtype={var['dtype']} chunks={chunks}")
+            print(f"  {name}: dims={tuple(var['dims'])} shape={tuple(var['shape'])} "
+                  f"dtype={var['dtype']} chunks={chunks}")
         for key, value in info["geometry"].items():
             print(f"  {key}: {value}")
         prov = info["provenance"]

@@ -2,7 +2,7 @@
 
 What it returns
     ``read(paths, series=None)`` returns ``{"/": ds}`` where ``ds["image"]`` has dims
-    ``("z", "y", x")`` and one dask chunk per slice, ``(1, Rows, Columns)``, so a store written
+    ``("z", "y", "x")`` and one dask chunk per slice, ``(1, Rows, Columns)``, so a store written
     from it streams slice by slice and 2D tasks read one slice per chunk. Nothing but headers is
     read up front; every slice is decoded (pydicom + pylibjpeg/openjpeg for compressed transfer
     syntaxes) only when dask computes its chunk.
@@ -54,6 +54,7 @@ from typing import Any
 
 import dask
 import dask.array as da
+import nibabel.orientations as orientations
 import numpy as np
 import pydicom
 import xarray as xr
@@ -321,8 +322,8 @@ def _require_same(slices: list[_Slice], attr: str, label: str, close: bool = Fal
             raise InputError(s.path, f"inconsistent {label}: {value} here vs {ref} in {slices[0].path.name}")
 
 
-def _order_and_geometry(slices: list[_Slice], multiframe: bool) -> tuple[list[_Slice], np.ndarray, list[float],
-                                                                          str | None]:
+def _order_and_geometry(slices: list[_Slice], multiframe: bool, fallback_step: float | None = None,
+                        ) -> tuple[list[_Slice], np.ndarray, list[float], str | None]:
     """Sort slices along the normal, validate spacing, return (slices, LPS affine, spacing, note)."""
     _require_same(slices, "rows", "Rows")
     _require_same(slices, "cols", "Columns")
@@ -338,7 +339,7 @@ def _order_and_geometry(slices: list[_Slice], multiframe: bool) -> tuple[list[_S
             raise InputError(missing.path, "no ImagePositionPatient/ImageOrientationPatient: cannot order the slices")
         note = "no patient geometry in the file: identity orientation, origin 0 and file order assumed"
         orientation = np.array([1.0, 0, 0, 0, 1.0, 0])
-        step = slices[0].thickness or 1.0
+        step = fallback_step or slices[0].thickness or 1.0
         for k, s in enumerate(slices):
             s.position = np.array([0.0, 0.0, k * step])
     row_dir, col_dir = orientation[:3], orientation[3:]
@@ -477,8 +478,9 @@ def read(paths: list[Path], series: str | None = None, **options: Any) -> dict[s
     where = paths[0] if len(paths) == 1 else paths[0].parent
     chosen = _select_series(_group_series(_collect_files(paths)), where, series)
     slices, multiframe = _slices_of(chosen)
-    slices, lps, spacing, note = _order_and_geometry(slices, multiframe)
     first_path, first = chosen.headers[0]
+    between = first.get("SpacingBetweenSlices")
+    slices, lps, spacing, note = _order_and_geometry(slices, multiframe, float(between) if between else None)
     try:
         stored = _stored_dtype(first)
     except InputError as exc:
@@ -491,8 +493,6 @@ def read(paths: list[Path], series: str | None = None, **options: Any) -> dict[s
                               shape=(ny, nx), dtype=out) for s in slices]
     data = da.stack(planes).rechunk((1, ny, nx))
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS
-    import nibabel.orientations as orientations
-
     modality = str(first.get("Modality", "OT"))
     image_attrs: dict[str, Any] = {"long_name": "image"}
     if rescale or modality == "CT":
