@@ -27,7 +27,9 @@ Pixel values
     integer dtype is kept. With integral slope and intercept (the usual CT case, e.g. 1 and -1024)
     the result is computed exactly in integers: int16 when the BitsStored range maps into int16,
     else int32 -- HU stay exact and compact. Any other rescale gives float32. A stored value
-    outside the BitsStored range is reported as an error rather than wrapped.
+    outside the BitsStored range is reported as an error rather than wrapped. Values are kept as
+    stored otherwise: MONOCHROME1 is not inverted and PixelPaddingValue is not masked (both facts
+    are in ``attrs["dicom"]`` for a task that needs them).
 
 Validation (each an :class:`InputError` naming the file, one line)
     not a DICOM file, truncated file, several series without ``series=``, unknown ``series=``,
@@ -84,6 +86,7 @@ IDENTIFYING_TAGS: tuple[str, ...] = (
     "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
     "SliceThickness", "SpacingBetweenSlices", "RescaleType", "WindowCenter", "WindowWidth",
     "KVP", "ConvolutionKernel", "MagneticFieldStrength", "RepetitionTime", "EchoTime", "FlipAngle",
+    "PixelPaddingValue",
 )
 
 _DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
@@ -157,7 +160,7 @@ def _collect_files(paths: Sequence[Path]) -> list[tuple[Path, bool]]:
 def _check_not_truncated(path: Path, ds: Dataset) -> None:
     """Every top-level element whose value was not read yet must lie inside the file."""
     size = path.stat().st_size
-    for tag in ds.keys():
+    for tag in tuple(ds.keys()):  # iterating the Dataset itself would read deferred values
         elem = ds.get_item(tag, keep_deferred=True)
         tell = getattr(elem, "value_tell", None)
         length = getattr(elem, "length", None)
@@ -345,7 +348,8 @@ def _order_and_geometry(slices: list[_Slice], multiframe: bool, fallback_step: f
     row_dir, col_dir = orientation[:3], orientation[3:]
     normal = np.cross(row_dir, col_dir)
     if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
-        raise InputError(slices[0].path, f"ImageOrientationPatient {orientation.tolist()} is not two orthonormal vectors")
+        raise InputError(slices[0].path,
+                         f"ImageOrientationPatient {orientation.tolist()} is not two orthonormal vectors")
     depth = np.array([float(np.dot(s.position, normal)) for s in slices])
     order = np.argsort(depth, kind="stable")
     slices = [slices[i] for i in order]

@@ -162,8 +162,9 @@ def read(paths: list[Path], **options: Any) -> dict[str, xr.Dataset]:
 
     hdr = img.header
     stored = hdr.get_data_dtype().newbyteorder("=")
-    slope, inter = hdr.get_slope_inter()
-    scaled = slope is not None and not (slope == 1 and (inter or 0) == 0)
+    # nibabel moves scl_slope/scl_inter from the loaded header into the proxy (1.0/0.0 when unset)
+    slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+    scaled = not (slope == 1.0 and inter == 0.0)
     out = np.dtype("float32") if scaled else stored
     proxy = img.dataobj
     if len(img.shape) < 3:  # a 1D/2D file: slice the proxy as 3D through a reshaped view
@@ -193,8 +194,8 @@ def read(paths: list[Path], **options: Any) -> dict[str, xr.Dataset]:
         dims = ("z", "y", "x")
     image_attrs: dict[str, Any] = {"long_name": "image"}
     if scaled:
-        image_attrs["scl_slope"] = float(slope)
-        image_attrs["scl_inter"] = float(inter or 0.0)
+        image_attrs["scl_slope"] = slope
+        image_attrs["scl_inter"] = inter
     attrs: dict[str, Any] = {
         "affine": affine.tolist(),
         "affine_source": source,
