@@ -40,10 +40,16 @@ def _suffix(path: Path) -> str:
 
 
 def _tiff_kind(path: Path) -> str:
+    import warnings
+
     import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
 
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             return "geotiff" if src.crs is not None else "image"
     except Exception:
         return "image"

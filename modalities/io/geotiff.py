@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import rasterio
 import rioxarray
 import xarray as xr
 from dask.base import tokenize
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from scorerecon.modalities.io.store import provenance_attrs
@@ -105,7 +107,7 @@ def _check_tiff_complete(path: Path) -> None:
     try:
         with tifffile.TiffFile(path) as tif:
             for page in tif.pages:
-                ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
+                ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=True) if n]
                 if ends and max(ends) > size:
                     raise InputError(path, f"truncated TIFF: image data ends at byte {max(ends)} "
                                            f"but the file has {size} bytes")
@@ -118,7 +120,11 @@ def _check_tiff_complete(path: Path) -> None:
 def _inspect(path: Path) -> dict[str, Any]:
     """Header facts of one raster: grid, dtype, band count, nodata, names. Reads no pixels."""
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():
+            # a file without georeferencing is refused below, in one line, not warned about
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             info = {
                 "path": path, "driver": src.driver, "crs": src.crs, "transform": src.transform,
                 "shape": (src.height, src.width), "count": src.count, "dtypes": set(src.dtypes),

@@ -67,7 +67,8 @@ def _plan_pillow(path: Path) -> dict[str, Any]:
             mode, size, fmt = im.mode, im.size, im.format
             frames = getattr(im, "n_frames", 1)
             has_transparency = "transparency" in im.info
-            orientation = im.getexif().get(0x0112)
+            # PNG's getexif() decodes the whole image to find a trailing eXIf chunk: skip it
+            orientation = None if fmt == "PNG" else im.getexif().get(0x0112)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(path, f"not a readable image ({type(exc).__name__}: {exc})") from None
     if frames > 1:
@@ -150,9 +151,15 @@ def _decode(path: Path, plan: dict[str, Any]) -> np.ndarray:
                 array = np.asarray(im)
             array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
         elif plan["backend"] == "gdal":
-            import rasterio
+            import warnings
 
-            with rasterio.open(path) as src:
+            import rasterio
+            from rasterio.errors import NotGeoreferencedWarning
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a PNG has no geotransform
+                src = rasterio.open(path)
+            with src:
                 array = src.read()
         else:
             import tifffile

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from scorerecon import __version__
 from scorerecon.pipelines.errors import InputError
@@ -94,11 +94,12 @@ def _encoding_for(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     """One zarr chunk per dask chunk (writes stream chunk by chunk), Blosc-LZ4 with byte shuffle.
 
     LZ4 is chosen over zarr's default Zstd because ingest must keep pace with a raw read of the
-    source (benchmarks/ingest.py); shuffle recovers most of Zstd's ratio on medical integers.
+    source (benchmarks/ingest.py); shuffle recovers most of Zstd's ratio on medical integers. A
+    CRC32C checksum per chunk turns silent bit rot into a read error.
     """
     encoding: dict[str, dict[str, Any]] = {}
     for name, var in ds.data_vars.items():
-        entry: dict[str, Any] = {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]}
+        entry: dict[str, Any] = {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()]}
         if var.chunks is not None:
             entry["chunks"] = tuple(c[0] for c in var.chunks)
         encoding[str(name)] = entry
