@@ -1,4 +1,4 @@
-"""scorerecon workflow: ingest -> export -> sample (-> reconstruct -> evaluate -> report as tasks land).
+"""scorerecon workflow: ingest -> export -> sample -> report (-> reconstruct -> evaluate as tasks land).
 
 `snakemake --cores 2` runs the built-in demo (workflows/config/demo.yaml); use
 `--configfile your.yaml` for your data and `--profile workflows/profiles/slurm` for a cluster.
@@ -21,6 +21,7 @@ include: "workflows/ingest.smk"
 include: "workflows/export.smk"
 include: "workflows/train.smk"
 include: "workflows/sample.smk"
+include: "workflows/report.smk"
 
 
 rule all:
@@ -29,3 +30,4 @@ rule all:
         ingest_targets(),
         export_targets(),
         sample_targets(),
+        f"{OUT}/report.html",

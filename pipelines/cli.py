@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "scorerecon.pipelines.export",
     "scorerecon.pipelines.train",
     "scorerecon.pipelines.sample",
+    "scorerecon.pipelines.report",
 ]
 
 

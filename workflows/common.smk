@@ -1,10 +1,46 @@
 """Helpers shared by the workflow files (input resolution and target lists)."""
 
+import fcntl
 import glob
 import importlib.util
+import os
 from pathlib import Path
 
 OUT = config.get("outdir", "results/demo")
+
+
+def _clear_stale_locks(persistence_dir=".snakemake"):
+    """Remove Snakemake's directory locks left by a killed run, so rerunning the same command resumes.
+
+    Snakemake writes its locks as plain files and removes them on exit; after `kill -9`, a power
+    loss or a batch system's hard kill they stay, and the next run stops with "Directory cannot be
+    locked" until `--unlock`. Every main Snakemake process of this workflow holds a shared
+    flock(2) on `.snakemake/scorerecon.flock` for its lifetime (the kernel drops it when the
+    process dies, however it dies). If an exclusive lock can be had, no run of this workflow is
+    alive here, so any lock files are stale and are removed (what `--unlock` does); otherwise a
+    live run owns them and they are left alone.
+    """
+    global _RUN_FLOCK
+    if not workflow.is_main_process:
+        return  # job processes (local or SLURM) parse the Snakefile too; they must not touch locks
+    Path(persistence_dir).mkdir(exist_ok=True)
+    fd = os.open(os.path.join(persistence_dir, "scorerecon.flock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass  # another run is alive: its locks are real
+    else:
+        lockdir = Path(persistence_dir, "locks")
+        stale = sorted(lockdir.glob("*.lock")) if lockdir.is_dir() else []
+        for lock in stale:
+            lock.unlink(missing_ok=True)
+        if stale:
+            logger.warning(f"Removed {len(stale)} stale Snakemake lock file(s) left by a killed run.")
+    fcntl.flock(fd, fcntl.LOCK_SH)  # held (fd kept open) until this process exits
+    _RUN_FLOCK = fd
+
+
+_clear_stale_locks()
 
 
 def _package_root(package):
