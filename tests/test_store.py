@@ -146,3 +146,24 @@ def test_info_cli_text_and_json(tmp_path, capsys):
     assert pan["variables"]["image"]["shape"] == [1, 1207, 1254]
     shas = {rec["sha256"] for g in summary["groups"].values() for rec in g["provenance"]["source_files"]}
     assert shas == {sha256_file(p) for p in files}
+
+
+def test_staging_left_by_a_killed_writer_is_removed_on_the_next_write(tmp_path):
+    """A writer killed mid-way leaves ``.NAME.partial-PID-xxxx``; the next write of NAME removes it."""
+    import subprocess
+
+    import numpy as np
+    import xarray as xr
+
+    from scorerecon.modalities.io.store import open_store, write_store
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    target = tmp_path / "out.zarr"
+    stale = tmp_path / f".out.zarr.partial-{dead.pid}-deadbeef"
+    stale.mkdir()
+    (stale / "zarr.json").write_text("{}")
+    ds = xr.Dataset({"image": (("z", "y", "x"), np.arange(8, dtype="int16").reshape(2, 2, 2))}).chunk({"z": 1})
+    write_store(ds, target)
+    assert not stale.exists()
+    assert np.array_equal(open_store(target)["image"].values, ds["image"].values)

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,8 @@ def write_store(groups: Mapping[str, xr.Dataset] | xr.Dataset, path: str | os.Pa
         groups = {ROOT: groups}
     if target.exists() and not overwrite:
         raise InputError(target, "output store already exists (use --overwrite to replace it)")
-    staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
+    _remove_abandoned_staging(target)
+    staging = target.with_name(f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         for index, (group, ds) in enumerate(groups.items()):
             ds = _clean_attrs(ds)
@@ -147,6 +149,24 @@ def write_store(groups: Mapping[str, xr.Dataset] | xr.Dataset, path: str | os.Pa
     return target
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned_staging(target: Path) -> None:
+    """Delete staging folders of ``target`` left by writers that were killed (their pid is gone)."""
+    for stale in target.parent.glob(f".{target.name}.partial-*"):
+        pid = stale.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def store_groups(path: str | os.PathLike) -> list[str]:
     """The groups a complete store holds (``"/"`` for the root)."""
     root = _open_root(path)
@@ -158,7 +178,9 @@ def _open_root(path: str | os.PathLike) -> zarr.Group:
     if not path.exists():
         raise InputError(path, "store does not exist")
     try:
-        root = zarr.open_group(path, mode="r")
+        with warnings.catch_warnings():  # Snakemake drops a timestamp file into directory outputs
+            warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+            root = zarr.open_group(path, mode="r")
     except Exception as exc:  # zarr raises several types for a broken store
         raise InputError(path, f"not a readable Zarr store ({type(exc).__name__}: {exc})") from None
     if not root.attrs.get(COMPLETE_MARKER, False):
@@ -196,8 +218,10 @@ def open_store(path: str | os.PathLike, group: str = ROOT) -> xr.Dataset:
     group_name = None if group in ("", ROOT) else group.strip("/")
     _check_chunks_present(path, group_name)
     try:
-        return xr.open_zarr(path, group=group_name, zarr_format=3, consolidated=False,
-                            decode_coords="all", mask_and_scale=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+            return xr.open_zarr(path, group=group_name, zarr_format=3, consolidated=False,
+                                decode_coords="all", mask_and_scale=False)
     except Exception as exc:
         raise InputError(path, f"cannot open group {group!r} ({type(exc).__name__}: {exc})") from None
 
