@@ -44,11 +44,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dask_client():
+    """Connect to a shared dask scheduler when ``DASK_SCHEDULER_ADDRESS`` is set, else ``None``.
+
+    This is how chunk-parallel steps run on a dask-jobqueue cluster started beside the workflow
+    (docs/cluster.md); without the variable dask's threaded scheduler runs inside the job.
+    """
+    import dask
+
+    address = dask.config.get("scheduler-address", None)
+    if not address:
+        return None
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError(None, f"DASK_SCHEDULER_ADDRESS={address} is set but dask.distributed is not installed "
+                               "(pip install 'scorerecon[cluster]')") from None
+    return Client(address)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        result = args.func(args)
+        client = _dask_client()
+        try:
+            result = args.func(args)
+        finally:
+            if client is not None:
+                client.close()
     except InputError as exc:
         print(f"scorerecon: error: {exc.one_line()}", file=sys.stderr)
         return 2

@@ -1,0 +1,82 @@
+"""The command line as a user meets it: help everywhere, one-line errors, a shared dask cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scorerecon.pipelines.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).with_name("scorerecon"))
+
+
+def test_every_subcommand_has_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"ingest", "info", "export", "train", "sample", "report"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: scorerecon" in capsys.readouterr().out
+
+
+def test_missing_input_is_one_line_and_nonzero(tmp_path):
+    missing = tmp_path / "nope.nii.gz"
+    result = subprocess.run([CLI, "ingest", str(missing), "-o", str(tmp_path / "x.zarr")],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scorerecon: error:") and "nope.nii.gz" in lines[0]
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_ingest_runs_on_a_shared_dask_scheduler_when_its_address_is_set(tmp_path):
+    """DASK_SCHEDULER_ADDRESS sends the chunk graph to that cluster (docs/cluster.md)."""
+    distributed = pytest.importorskip("distributed")
+    source = ROOT / "data" / "demo" / "kodim23.png"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        env = dict(os.environ, DASK_SCHEDULER_ADDRESS=cluster.scheduler_address)
+        result = subprocess.run([CLI, "ingest", str(source), "-o", str(tmp_path / "k.zarr"), "--quiet"],
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        done = client.run_on_scheduler(lambda dask_scheduler: sum(
+            prefix.state_counts["released"] + prefix.state_counts["forgotten"] + prefix.state_counts["memory"]
+            for prefix in dask_scheduler.task_prefixes.values()))
+        assert done > 0, "no task reached the shared scheduler"
+    from PIL import Image
+
+    from scorerecon.modalities.io.store import open_store
+
+    stored = open_store(tmp_path / "k.zarr")["image"].values
+    assert np.array_equal(np.moveaxis(stored, 0, -1), np.asarray(Image.open(source)))
+
+
+def test_a_scheduler_address_without_distributed_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_distributed(name, *args, **kwargs):
+        if name == "distributed" or name.startswith("distributed."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:1")
+    import dask
+
+    dask.config.refresh()
+    monkeypatch.setattr(builtins, "__import__", no_distributed)
+    try:
+        code = main(["info", str(tmp_path / "absent.zarr")])
+    finally:
+        monkeypatch.undo()
+        dask.config.refresh()
+    assert code == 2
