@@ -191,13 +191,16 @@ def _volume_preview(var: xr.DataArray) -> bytes:
 
 
 def _raster_preview(var: xr.DataArray) -> bytes:
-    """RGB composite (bands named R, G, B, else the first three) or one grey band of a (band, y, x) raster."""
+    """RGB composite (bands R, G, B; natural colour B04/B03/B02; else the first three) or one grey band."""
     extra = {d: var.sizes[d] // 2 for d in var.dims if d not in ("band", "y", "x")}
     var = var.isel(extra) if extra else var
     var = var.isel(y=slice(None, None, _stride(var.sizes["y"])), x=slice(None, None, _stride(var.sizes["x"])))
     names = [str(b) for b in var.coords["band"].values] if "band" in var.coords else []
+    natural_colour = ("B04", "B03", "B02")  # red, green, blue on both Landsat-8 OLI and Sentinel-2 MSI
     if all(c in names for c in ("R", "G", "B")):
         index = [names.index(c) for c in ("R", "G", "B")]
+    elif all(c in names for c in natural_colour):
+        index = [names.index(c) for c in natural_colour]
     elif var.sizes["band"] >= 3:
         index = [0, 1, 2]
     else:

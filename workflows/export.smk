@@ -11,6 +11,8 @@ rule export:
         fmt="nifti|geotiff|png|dicom",
     params:
         target=lambda wc, output: f"{output[0]}/{FORMAT_FILE[wc.fmt].format(name=wc.name)}",
+        group=lambda wc: (f"--group {config['inputs'][wc.name]['export_group']}"
+                          if "export_group" in config["inputs"][wc.name] else ""),
     conda:
         "../environment.yml"
     log:
@@ -22,4 +24,4 @@ rule export:
         runtime=15,
     shell:
         "mkdir -p {output:q} && "
-        "scorerecon export {input:q} --format {wildcards.fmt} -o {params.target:q} > {log:q} 2>&1"
+        "scorerecon export {input:q} --format {wildcards.fmt} -o {params.target:q} {params.group} > {log:q} 2>&1"

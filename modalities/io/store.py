@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor used on geo stores)
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
@@ -35,6 +36,9 @@ from scorerecon import __version__
 from scorerecon.pipelines.errors import InputError
 
 COMPLETE_MARKER = "scorerecon_complete"
+
+# Snakemake drops a timestamp file into directory outputs; zarr warns about it on every listing.
+warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
 ROOT = "/"
 
 
@@ -178,9 +182,7 @@ def _open_root(path: str | os.PathLike) -> zarr.Group:
     if not path.exists():
         raise InputError(path, "store does not exist")
     try:
-        with warnings.catch_warnings():  # Snakemake drops a timestamp file into directory outputs
-            warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-            root = zarr.open_group(path, mode="r")
+        root = zarr.open_group(path, mode="r")
     except Exception as exc:  # zarr raises several types for a broken store
         raise InputError(path, f"not a readable Zarr store ({type(exc).__name__}: {exc})") from None
     if not root.attrs.get(COMPLETE_MARKER, False):
@@ -218,10 +220,8 @@ def open_store(path: str | os.PathLike, group: str = ROOT) -> xr.Dataset:
     group_name = None if group in ("", ROOT) else group.strip("/")
     _check_chunks_present(path, group_name)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-            return xr.open_zarr(path, group=group_name, zarr_format=3, consolidated=False,
-                                decode_coords="all", mask_and_scale=False)
+        return xr.open_zarr(path, group=group_name, zarr_format=3, consolidated=False,
+                            decode_coords="all", mask_and_scale=False)
     except Exception as exc:
         raise InputError(path, f"cannot open group {group!r} ({type(exc).__name__}: {exc})") from None
 
