@@ -21,6 +21,9 @@ COMMAND_MODULES = [
     "scorerecon.pipelines.export",
     "scorerecon.pipelines.train",
     "scorerecon.pipelines.sample",
+    "scorerecon.pipelines.reconstruct",
+    "scorerecon.pipelines.evaluate",
+    "scorerecon.pipelines.provenance",
     "scorerecon.pipelines.report",
 ]
 
