@@ -269,3 +269,32 @@ def denormalize(block: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
     """Model range -> data units, the inverse of :func:`normalize` (up to clipping)."""
     (lo, hi), (a, b) = normalization["values"], normalization["range"]
     return (np.asarray(block, dtype=np.float32) - a) / (b - a) * (hi - lo) + lo
+
+
+class GaussianMixtureDataset:
+    """Points from an isotropic Gaussian mixture: the toy data whose mode weights a prior must learn.
+
+    Config: ``means`` (K x D), ``stds`` (K values or one), ``weights`` (K values summing to 1).
+    Batches are ``(B, D)`` float32, drawn from the caller's numpy generator.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.means = np.asarray(config["means"], dtype=np.float64)
+        k = self.means.shape[0]
+        self.stds = np.broadcast_to(np.asarray(config.get("stds", 1.0), dtype=np.float64), (k,)).copy()
+        self.weights = np.asarray(config.get("weights", [1.0 / k] * k), dtype=np.float64)
+        if self.means.ndim != 2 or self.weights.shape != (k,) or abs(self.weights.sum() - 1.0) > 1e-6:
+            raise InputError(None, "gaussian_mixture needs means (K x D) and K weights summing to 1")
+
+    @property
+    def channels(self) -> int:
+        return int(self.means.shape[1])
+
+    def sample_batch(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
+        comp = rng.choice(len(self.weights), size=batch_size, p=self.weights)
+        noise = rng.standard_normal((batch_size, self.channels))
+        return torch.from_numpy((self.means[comp] + self.stds[comp, None] * noise).astype(np.float32))
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "gaussian_mixture", "means": self.means.tolist(), "stds": self.stds.tolist(),
+                "weights": self.weights.tolist(), "normalization": {"method": "none"}, "source_files": []}
