@@ -77,3 +77,11 @@ def export_targets():
 def sample_targets():
     samples = config.get("samples", {})
     return [f"{OUT}/samples/{ckpt}.png" for ckpt in samples.get("checkpoints", [])]
+
+
+def training_sources(config_path):
+    """The stores a training config reads (its data.sources), so Snakemake builds them first."""
+    import yaml
+
+    with open(config_path) as handle:
+        return list(yaml.safe_load(handle)["data"]["sources"])

@@ -1,7 +1,27 @@
+rule training_store:
+    """Ingest a shipped training volume (data/demo/NAME.nii.gz) into the store training configs name."""
+    input:
+        "data/demo/{stem}.nii.gz",
+    output:
+        directory("results/stores/{stem}.zarr"),
+    conda:
+        "../environment.yml"
+    log:
+        "results/logs/training_store/{stem}.log",
+    benchmark:
+        "results/benchmarks/training_store/{stem}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    shell:
+        "scorerecon ingest {input:q} -o {output:q} --overwrite --quiet > {log:q} 2>&1"
+
+
 rule train:
     """Reproduce a shipped prior from its training config (CPU: tens of minutes; GPU: minutes)."""
     input:
-        "workflows/config/train/{config_name}.yaml",
+        config="workflows/config/train/{config_name}.yaml",
+        stores=lambda wc: training_sources(f"workflows/config/train/{wc.config_name}.yaml"),
     output:
         f"{OUT}/train/{{config_name}}/model.safetensors",
         f"{OUT}/train/{{config_name}}/model_card.json",
@@ -20,7 +40,7 @@ rule train:
         gpu=1,
     threads: 2
     shell:
-        "scorerecon train {input:q} --output {params.outdir:q} > {log:q} 2>&1"
+        "scorerecon train {input.config:q} --output {params.outdir:q} > {log:q} 2>&1"
 
 
 rule train_all:
