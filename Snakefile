@@ -1,4 +1,4 @@
-"""scorerecon workflow: ingest -> export -> sample -> report (-> reconstruct -> evaluate as tasks land).
+"""scorerecon workflow: ingest -> export -> sample -> report -> provenance (RO-Crate) (-> reconstruct -> evaluate).
 
 `snakemake --cores 2` runs the built-in demo (workflows/config/demo.yaml); use
 `--configfile your.yaml` for your data and `--profile workflows/profiles/slurm` for a cluster.
@@ -22,6 +22,7 @@ include: "workflows/export.smk"
 include: "workflows/train.smk"
 include: "workflows/sample.smk"
 include: "workflows/report.smk"
+include: "workflows/provenance.smk"
 
 
 rule all:
@@ -31,3 +32,4 @@ rule all:
         export_targets(),
         sample_targets(),
         f"{OUT}/report.html",
+        f"{OUT}/ro-crate-metadata.json",

@@ -23,6 +23,7 @@ READERS = {
     "geotiff": "scorerecon.modalities.io.geotiff",
     "kspace": "scorerecon.modalities.io.kspace",
     "image": "scorerecon.modalities.io.image",
+    "stac": "scorerecon.modalities.io.stac",
 }
 
 _BY_SUFFIX = {
@@ -74,6 +75,12 @@ def detect_reader(paths: list[Path]) -> str:
         suffix = _suffix(path)
         if suffix in (".tif", ".tiff"):
             kinds.add(_tiff_kind(path))
+        elif suffix == ".json":
+            from scorerecon.modalities.io.stac import is_stac_json
+
+            if not is_stac_json(path):
+                raise InputError(path, "JSON file is not a STAC catalog, collection or item")
+            kinds.add("stac")
         elif suffix in _BY_SUFFIX:
             kinds.add(_BY_SUFFIX[suffix])
         elif _looks_like_dicom(path):
@@ -108,20 +115,21 @@ def ingest(paths: list[Path], output: Path, reader: str | None = None, overwrite
 
 def _run(args: argparse.Namespace) -> int:
     out = ingest(args.sources, args.output, reader=args.reader, overwrite=args.overwrite,
-                 progress=not args.quiet, series=args.series)
+                 progress=not args.quiet, series=args.series, item=args.item)
     print(f"wrote {out}")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "ingest", help="read DICOM / NIfTI / GeoTIFF / raw k-space / images into a Zarr v3 store",
+        "ingest", help="read DICOM / NIfTI / GeoTIFF / raw k-space / images / STAC catalogs into a Zarr v3 store",
         description="Read sources (never modified) into a chunked Zarr v3 store with geometry and "
         "provenance (sha256 of every source) in its attrs.")
     parser.add_argument("sources", nargs="+", type=Path, help="files or a DICOM folder")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output store (STORE.zarr)")
     parser.add_argument("--reader", choices=sorted(READERS), help="force a reader instead of detecting one")
     parser.add_argument("--series", help="DICOM SeriesInstanceUID to take when the sources hold several")
+    parser.add_argument("--item", help="STAC item id to take from a catalog (default: all items, stacked)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output store")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run)

@@ -70,7 +70,7 @@ def test_demo_dry_run_builds_the_dag() -> None:
     # on a clean checkout nothing exists yet: the full DAG
     if not (REPO / DEMO["outdir"]).exists():
         assert counts == {"ingest": len(DEMO["inputs"]), "export": n_exports, "hardware": 1, "report": 1,
-                          "all": 1, **({"sample": len(present)} if present else {})}
+                          "provenance": 1, "all": 1, **({"sample": len(present)} if present else {})}
 
 
 def _big_nifti(path: Path) -> Path:

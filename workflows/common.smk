@@ -4,6 +4,7 @@ import fcntl
 import glob
 import importlib.util
 import os
+import shlex
 from pathlib import Path
 
 OUT = config.get("outdir", "results/demo")

@@ -1,4 +1,5 @@
-FORMAT_FILE = {"nifti": "{name}.nii.gz", "geotiff": "{name}.tif", "png": "{name}_png", "dicom": "{name}_dicom"}
+FORMAT_FILE = {"nifti": "{name}.nii.gz", "geotiff": "{name}.tif", "png": "{name}_png", "dicom": "{name}_dicom",
+               "omezarr": "{name}.ome.zarr"}
 
 
 rule export:
@@ -8,7 +9,7 @@ rule export:
     output:
         directory(f"{OUT}/exports/{{name}}/{{fmt}}"),
     wildcard_constraints:
-        fmt="nifti|geotiff|png|dicom",
+        fmt="nifti|geotiff|png|dicom|omezarr",
     params:
         target=lambda wc, output: f"{output[0]}/{FORMAT_FILE[wc.fmt].format(name=wc.name)}",
         group=lambda wc: (f"--group {config['inputs'][wc.name]['export_group']}"

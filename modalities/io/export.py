@@ -17,6 +17,10 @@ Every exporter
 Value conventions:
 
 * NIfTI and GeoTIFF keep dtype and values exactly.
+* NIfTI also gets the record as a JSON header extension and a BIDS-derivatives sidecar
+  ``<stem>.json`` (GeneratedBy, Sources); a COG gets a STAC Item ``<stem>.stac.json``
+  (:mod:`~scorerecon.modalities.io.stac`); ``omezarr`` writes OME-Zarr 0.5
+  (:mod:`~scorerecon.modalities.io.omezarr`).
 * DICOM: integer data are stored exactly (uint16 or int16, or uint16 with ``RescaleIntercept``
   when the range spans <= 65535 values); float data are mapped linearly onto int16
   ``[-32767, 32767]`` with ``RescaleSlope`` / ``RescaleIntercept`` (error <= slope / 2).
@@ -48,7 +52,7 @@ from scorerecon import __version__
 from scorerecon.modalities.io.store import ROOT, attrs_json, load_checked, open_store, store_groups
 from scorerecon.pipelines.errors import InputError
 
-FORMATS = ("nifti", "geotiff", "png", "dicom")
+FORMATS = ("nifti", "geotiff", "png", "dicom", "omezarr")
 COLOUR_BANDS = (("L",), ("L", "A"), ("R", "G", "B"), ("R", "G", "B", "A"))
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -206,11 +210,36 @@ def export_nifti(store_path: Path, out: Path, group: str, overwrite: bool = Fals
     img.header["descrip"] = f"scorerecon export of {Path(store_path).name}"[:79].encode()
     record = provenance(store_path, ds, group, "nifti")
     record["affine"] = affine.tolist()
+    # the provenance record also travels inside the file, as a JSON header extension (see bids_sidecar)
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", json.dumps(record).encode()))
     sidecar = out.with_name(out.name + ".json")
-    with _atomic_outputs(out, sidecar, overwrite=overwrite) as (stage, stage_json):
+    bids = out.with_name(re.sub(r"\.nii(\.gz)?$", "", out.name, flags=re.IGNORECASE) + ".json")
+    with _atomic_outputs(out, sidecar, bids, overwrite=overwrite) as (stage, stage_json, stage_bids):
         img.to_filename(stage)
         stage_json.write_text(json.dumps(record, indent=2) + "\n")
+        stage_bids.write_text(json.dumps(bids_sidecar(record), indent=2) + "\n")
     return out
+
+
+def bids_sidecar(record: dict[str, Any]) -> dict[str, Any]:
+    """A BIDS-derivatives sidecar (``<stem>.json``) for a NIfTI export: GeneratedBy, Sources.
+
+    NIfTI has no registered extension code for generic JSON (nibabel's table has 42 and 44 for
+    Quantiphyse and NIfTI-MRS), so the header extension holding ``record`` uses code 6
+    ("comment"), text that any reader can print and ``Nifti1Extension.json()`` decodes. BIDS wants
+    ``Sources`` as BIDS URIs; the sources here are usually not in a BIDS dataset, so they are
+    ``file://`` URIs of the source store and files, with their sha256 in ``SourceSHA256``.
+    """
+    sources = [Path(record["source_store"]).as_uri()]
+    sources += [Path(s["path"]).as_uri() for s in record["source_files"] if s.get("path")]
+    return {
+        "Description": f"scorerecon export of store group {record['group']}",
+        "GeneratedBy": [{"Name": "scorerecon", "Version": __version__,
+                         "Description": record["exported_by"],
+                         "CodeURL": "https://pypi.org/project/scorerecon/"}],
+        "Sources": sources,
+        "SourceSHA256": {Path(s["path"]).as_uri(): s["sha256"] for s in record["source_files"] if s.get("path")},
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,15 +280,27 @@ def export_geotiff(store_path: Path, out: Path, group: str, overwrite: bool = Fa
         raster = raster.rio.write_nodata(float(nodata) if isinstance(nodata, str) else nodata,
                                          encoded=False)
     record = provenance(store_path, ds, group, "geotiff")
+    when = datetime.datetime.now(datetime.UTC)
     tags = {
+        # processing tags: baseline TIFF Software/DateTime, plus the full record in SCORERECON_*
+        "TIFFTAG_SOFTWARE": f"scorerecon {__version__}",
+        "TIFFTAG_DATETIME": when.strftime("%Y:%m:%d %H:%M:%S"),
+        "PROCESSING_SOFTWARE": f"scorerecon {__version__}",
+        "PROCESSING_DATETIME": when.isoformat(),
+        "PROCESSING_LINEAGE": f"{record['exported_by']} of group {group} of store {Path(store_path).name}",
         "SCORERECON_EXPORTED_BY": record["exported_by"],
         "SCORERECON_SOURCE_STORE": record["source_store"],
         "SCORERECON_GROUP": group,
         "SCORERECON_SOURCE_FILES": json.dumps(record["source_files"]),
     }
-    with _atomic_outputs(out, overwrite=overwrite) as (stage,):
+    from scorerecon.modalities.io.stac import item_path_for, write_item
+
+    item_path = item_path_for(out)
+    with _atomic_outputs(out, item_path, overwrite=overwrite) as (stage, stage_item):
         raster.rio.to_raster(stage, driver="COG", tags=tags, compress="DEFLATE", predictor="YES",
                              blocksize=512, overviews="AUTO", recalc_transform=False)
+        write_item(stage, stage_item, record, when, asset_name=out.name,
+                   acquired=ds.attrs.get("datetime") or ds.attrs.get("acquisition_datetime"))
     return out
 
 
@@ -467,17 +508,24 @@ def slice_geometry(affine: np.ndarray, k: int) -> dict[str, list[str] | str]:
     }
 
 
-def export_dicom(store_path: Path, out: Path, group: str, overwrite: bool = False) -> Path:
+def export_dicom(store_path: Path, out: Path, group: str, overwrite: bool = False,
+                 deidentify: bool = False) -> Path:
     """A DICOM series folder (``IM00001.dcm``, ... one file per z slice) of a medical volume.
 
-    New SeriesInstanceUID / SOPInstanceUIDs; Study, FrameOfReference and patient tags kept from
-    ``attrs["dicom"]`` when the store came from DICOM, new ones otherwise. SOP class: CT or MR
-    Image Storage for those modalities (``attrs["modality"]`` or the source's Modality),
-    Secondary Capture otherwise; ImageType ``DERIVED\\SECONDARY``. Geometry per slice from the
-    RAS affine, converted to LPS. Slices are read and written one at a time.
+    A derived series in the source study: new SeriesInstanceUID / SOPInstanceUIDs; Study,
+    FrameOfReference and patient tags kept from ``attrs["dicom"]`` when the store came from
+    DICOM, new ones otherwise. SOP class: CT or MR Image Storage for those modalities
+    (``attrs["modality"]`` or the source's Modality), Secondary Capture otherwise; ImageType
+    ``DERIVED\\SECONDARY``. Geometry per slice from the RAS affine, converted to LPS. Each slice
+    references its source instance(s) (SourceImageSequence, ReferencedSeriesSequence) and names
+    scorerecon in ContributingEquipmentSequence (:mod:`~scorerecon.modalities.io.dicom_derived`).
+    ``deidentify`` applies the PS3.15 basic profile to every slice (new UIDs, no patient
+    identifiers, no private provenance block). Slices are read and written one at a time.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+    from scorerecon.modalities.io import dicom_derived
 
     ds = open_store(store_path, group)
     image = _image(ds, store_path, group, "dicom")
@@ -520,6 +568,9 @@ def export_dicom(store_path: Path, out: Path, group: str, overwrite: bool = Fals
         if keyword in source and keyword not in shared:
             shared[keyword] = source[keyword]
     n_slices = image.sizes["z"]
+    geometry = [slice_geometry(affine, k) for k in range(n_slices)]
+    references = dicom_derived.source_references(
+        source, [[float(v) for v in g["ImagePositionPatient"]] for g in geometry])
     lo_hi = (np.iinfo(encoding["dtype"]).min, np.iinfo(encoding["dtype"]).max)
 
     with _atomic_outputs(out, overwrite=overwrite) as (stage,):
@@ -568,8 +619,9 @@ def export_dicom(store_path: Path, out: Path, group: str, overwrite: bool = Fals
                 dcm.ScanOptions = shared.get("ScanOptions", "")
                 dcm.MRAcquisitionType = shared.get("MRAcquisitionType", "")
                 dcm.EchoTrainLength = shared.get("EchoTrainLength", "")
-            for keyword, value in slice_geometry(affine, k).items():
+            for keyword, value in geometry[k].items():
                 setattr(dcm, keyword, value)
+            dicom_derived.add_derivation(dcm, references[k], source, dcm.DerivationDescription, now)
             dcm.SpacingBetweenSlices = dcm.SliceThickness
             dcm.set_pixel_data(pixels, photometric_interpretation="MONOCHROME2", bits_stored=16)
             dcm.RescaleSlope = encoding["slope"]
@@ -580,6 +632,8 @@ def export_dicom(store_path: Path, out: Path, group: str, overwrite: bool = Fals
             dcm.WindowWidth = _ds_number(max(phys_hi - phys_lo, 1.0))
             block = dcm.private_block(0x0011, "scorerecon", create=True)
             block.add_new(0x01, "UT", json.dumps(record))
+            if deidentify:
+                dicom_derived.deidentify(dcm, now)
             dcm.save_as(stage / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
     return out
 
@@ -590,10 +644,11 @@ def export_dicom(store_path: Path, out: Path, group: str, overwrite: bool = Fals
 
 def export_store(store_path: str | os.PathLike, fmt: str, out: str | os.PathLike,
                  group: str | None = None, overwrite: bool = False, **opts: Any) -> Path:
-    """Export one group of a complete store to ``fmt`` (``nifti``, ``geotiff``, ``png``, ``dicom``).
+    """Export one group of a complete store to ``fmt`` (``nifti``, ``geotiff``, ``png``, ``dicom``, ``omezarr``).
 
     ``group`` ``None`` takes the store's only group; for ``png`` it takes every group (one image
     store holds one group per image). PNG options: ``window=(lo, hi)``, ``bits=8|16``.
+    DICOM option: ``deidentify=True`` (PS3.15 basic profile).
     Raises :class:`InputError` for a missing, incomplete or corrupt store, an unknown group, an
     existing output without ``overwrite``, or a format that cannot represent the group.
     """
@@ -605,5 +660,11 @@ def export_store(store_path: str | os.PathLike, fmt: str, out: str | os.PathLike
         return export_png(store_path, out, groups, overwrite=overwrite, window=opts.get("window"),
                           bits=int(opts.get("bits") or 16))
     chosen = _resolve_group(store_path, group)
-    exporter = {"nifti": export_nifti, "geotiff": export_geotiff, "dicom": export_dicom}[fmt]
+    if fmt == "dicom":
+        return export_dicom(store_path, out, chosen, overwrite=overwrite, deidentify=bool(opts.get("deidentify")))
+    if fmt == "omezarr":
+        from scorerecon.modalities.io.omezarr import export_omezarr
+
+        return export_omezarr(store_path, out, chosen, overwrite=overwrite)
+    exporter = {"nifti": export_nifti, "geotiff": export_geotiff}[fmt]
     return exporter(store_path, out, chosen, overwrite=overwrite)
