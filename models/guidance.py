@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from scorerecon.models.parametrization import Prediction
+from scorerecon.models.rng import SampleGenerators, randn
 from scorerecon.models.sde import SDE
 
 Tensor = torch.Tensor
@@ -222,8 +223,16 @@ class GuidanceContext:
     step: int
     n_steps: int
     is_last: bool  # the sampler's final update: its output is noise-free (alpha 1, sigma 0)
-    generator: torch.Generator | None
+    generator: torch.Generator | SampleGenerators | None
     predict: Callable[[Tensor], Prediction]
+
+    def randn(self, like: Tensor) -> Tensor:
+        """Standard normal noise shaped like ``like`` from the sampler's stream(s).
+
+        Hooks draw their noise here rather than with ``torch.randn(generator=...)`` so that
+        per-sample seeds (:class:`~scorerecon.models.rng.SampleGenerators`) stay per sample.
+        """
+        return randn(self.generator, like.shape, like.device, like.dtype)
 
 
 class Guidance:
@@ -315,7 +324,7 @@ class MeasurementProjection(Guidance):
         if ctx.is_last:
             y_t = y
         else:
-            z = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
+            z = ctx.randn(x)
             Az = self.operator.A(z)  # batched, so it fixes the broadcast shape of alpha / sigma
             y_t = _b(ctx.alpha, Az) * y + _b(ctx.sigma, Az) * Az
         return self.operator.project(x, y_t, self.lam)

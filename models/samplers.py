@@ -53,7 +53,7 @@ import copy
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,7 @@ import torch
 
 from scorerecon.models.guidance import Guidance, GuidanceContext
 from scorerecon.models.parametrization import Prediction
+from scorerecon.models.rng import SampleGenerators, randn
 from scorerecon.models.score_model import ScoreModel
 from scorerecon.models.sde import SDE, VESDE, VPSDE, SubVPSDE
 
@@ -305,14 +306,20 @@ class _Run:
 
     model: CountingModel
     shape: tuple[int, ...]
-    generator: torch.Generator | None
+    generator: torch.Generator | SampleGenerators | None
     device: torch.device
     dtype: torch.dtype
     guidance: Guidance | None
     trajectory: list[Tensor] | None = None
 
     def noise(self) -> Tensor:
-        return torch.randn(self.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        return randn(self.generator, self.shape, self.device, self.dtype)
+
+    def prior(self, sde: SDE) -> Tensor:
+        """A draw from ``sde``'s prior (``sde.prior_sampling``, per-sample streams respected)."""
+        if isinstance(self.generator, SampleGenerators):
+            return self.noise() * sde.prior_std()
+        return sde.prior_sampling(self.shape, self.generator, self.device, self.dtype)
 
     def tvec(self, t: float) -> Tensor:
         return torch.full((self.shape[0],), float(t), device=self.device, dtype=self.dtype)
@@ -370,7 +377,7 @@ def predictor_corrector(run: _Run, sde: SDE, n_steps: int, predictor: Predictor 
     ts = torch.linspace(sde.T, sde.eps, n_steps).tolist()
     grad = run.guidance is not None and run.guidance.requires_grad
     if x is None:
-        x = sde.prior_sampling(run.shape, run.generator, run.device, run.dtype)
+        x = run.prior(sde)
     run.record(x)
     for i, t_f in enumerate(ts):
         t = run.tvec(t_f)
@@ -427,7 +434,7 @@ def _em(run: _Run, sde: SDE, nfe: int) -> Tensor:
     ts = torch.linspace(sde.T, sde.eps, n + 1).tolist()
     pred_ = EulerMaruyamaPredictor(sde)
     grad = run.guidance is not None and run.guidance.requires_grad
-    x = sde.prior_sampling(run.shape, run.generator, run.device, run.dtype)
+    x = run.prior(sde)
     run.record(x)
     for i in range(n):
         t, t_next = run.tvec(ts[i]), run.tvec(ts[i + 1])
@@ -519,7 +526,7 @@ class _BudgetExceededError(Exception):
 @register_sampler("ode", lambda sde, opts: 200)
 def _ode(run: _Run, sde: SDE, nfe: int | None, method: str = "rk4", rtol: float = 1e-5,
          atol: float = 1e-5) -> Tensor:
-    x = sde.prior_sampling(run.shape, run.generator, run.device, run.dtype)
+    x = run.prior(sde)
     run.record(x)
     if method == "rk45":
         return _ode_rk45(run, sde, x, nfe, rtol, atol)
@@ -586,7 +593,7 @@ class SampleResult:
     x: Tensor
     nfe: int  # network evaluations actually used (corrector and guidance calls included)
     sampler: str
-    seed: int | None
+    seed: int | list[int] | None  # a list when every sample had its own seed
     seconds: float
     options: dict = field(default_factory=dict)
     trajectory: list[Tensor] | None = None
@@ -611,16 +618,21 @@ def _device(device: torch.device | str | None) -> torch.device:
 
 
 def sample(model: ScoreModel, shape: tuple[int, ...], sampler: str = "pc", nfe: int | None = None,
-           seed: int | torch.Generator | None = 0, device: torch.device | str | None = "cpu",
+           seed: int | torch.Generator | Sequence[int] | SampleGenerators | None = 0,
+           device: torch.device | str | None = "cpu",
            guidance: Guidance | None = None, cond: Tensor | None = None, *,
            dtype: torch.dtype = torch.float32, return_trajectory: bool = False,
            **options: Any) -> SampleResult:
     """Draw ``shape[0]`` samples from ``model`` with the named sampler.
 
     ``nfe`` is the network-evaluation budget (default: the sampler's, e.g. ``sde.N`` for
-    ``ddpm``, 50 for ``ddim``); ``seed`` an int (a generator on ``device`` is made from it) or a
-    ``torch.Generator`` on ``device``; ``guidance`` an inverse-problem hook
-    (:mod:`scorerecon.models.guidance`); ``cond`` is passed to ``model.predict`` unchanged.
+    ``ddpm``, 50 for ``ddim``); ``seed`` an int (a generator on ``device`` is made from it), a
+    ``torch.Generator`` on ``device``, or one seed per sample (a sequence of ints or a
+    :class:`~scorerecon.models.rng.SampleGenerators`): then every sample draws its noise from its
+    own stream, guidance noise included, so its result does not depend on the batch it rides in
+    (exactly so for samplers without batch coupling; ``pc``'s corrector needs ``norm="sample"``);
+    ``guidance`` an inverse-problem hook (:mod:`scorerecon.models.guidance`); ``cond`` is passed to
+    ``model.predict`` unchanged (a batch-shaped ``cond`` gives every sample its own conditioning).
     Sampler-specific ``options``: ``pc``/``ncsn``/``annealed_langevin``: ``n_corrector``,
     ``snr``, ``norm`` (``pc`` also ``predictor`` in ``{"rd", "ancestral", None}``); ``ddim``: ``eta``;
     ``ode``: ``method`` in ``{"euler", "heun", "rk4", "rk45"}``, ``rtol``, ``atol``.
@@ -628,7 +640,19 @@ def sample(model: ScoreModel, shape: tuple[int, ...], sampler: str = "pc", nfe: 
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}")
     dev = _device(device)
-    gen, seed_used = _generator(seed, dev)
+    gen: torch.Generator | SampleGenerators
+    seed_used: int | list[int] | None
+    if isinstance(seed, SampleGenerators):
+        if seed.device.type != dev.type:
+            raise ValueError(f"per-sample generators for {seed.device} but sampling on {dev}")
+        gen, seed_used = seed, list(seed.seeds)
+    elif isinstance(seed, (list, tuple)):
+        gen = SampleGenerators(seed, dev)
+        seed_used = list(gen.seeds)
+    else:
+        gen, seed_used = _generator(seed, dev)
+    if isinstance(gen, SampleGenerators) and len(gen) != shape[0]:
+        raise ValueError(f"{len(gen)} per-sample seeds for a batch of {shape[0]}")
     counted = CountingModel(model, None if cond is None else cond.to(dev))
     if nfe is None and not (sampler == "ode" and options.get("method") == "rk45"):
         nfe = _DEFAULT_NFE[sampler](model.sde, options)
