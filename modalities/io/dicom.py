@@ -493,9 +493,14 @@ def read(paths: list[Path], series: str | None = None, **options: Any) -> dict[s
     out, rescale = _output_dtype(slices, stored, rng)
 
     ny, nx = slices[0].rows, slices[0].cols
-    planes = [da.from_delayed(dask.delayed(_load_slice, pure=True)(s, stored, rng, out, rescale),
-                              shape=(ny, nx), dtype=out) for s in slices]
-    data = da.stack(planes).rechunk((1, ny, nx))
+    def load_block(block_id: tuple[int, int, int]) -> np.ndarray:
+        return _load_slice(slices[block_id[0]], stored, rng, out, rescale)[None]
+
+    # One graph layer for the whole series (a stack of per-file arrays makes one layer per
+    # file, and dask's graph optimisation grows faster than linearly in the layer count).
+    token = dask.base.tokenize(READER, [(str(s.path), s.frame) for s in slices], str(out), rescale)
+    data = da.map_blocks(load_block, dtype=out, chunks=((1,) * len(slices), (ny,), (nx,)),
+                         meta=np.empty((0, 0, 0), dtype=out), name=f"dicom-{token}")
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS
     modality = str(first.get("Modality", "OT"))
     image_attrs: dict[str, Any] = {"long_name": "image"}
