@@ -109,7 +109,7 @@ def test_reduced_workflow_runs_through_slurm(slurm_cluster: None, tmp_path: Path
     # --- every job went through SLURM ---
     jobs = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log))
     rules = config["inputs"]
-    expected_jobs = 2 * len(rules) + 2  # ingest + export per input, hardware, report
+    expected_jobs = 2 * len(rules) + 3  # ingest + export per input, hardware, report, provenance crate
     assert len(jobs) == expected_jobs, f"expected {expected_jobs} SLURM submissions:\n{tail(log)}"
     comments = {}
     for slurm_id in jobs.values():
