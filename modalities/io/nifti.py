@@ -55,8 +55,10 @@ from scorerecon.pipelines.errors import InputError
 READER = "scorerecon.modalities.io.nifti"
 READER_VERSION = f"1.0 (nibabel {nib.__version__})"
 
-#: Target size of one dask chunk (a slab of whole slices).
-CHUNK_BYTES = 64 * 2**20
+#: Target size of one dask/zarr chunk (a slab of whole slices). 8 MiB: measured on the 2-core
+#: machine, zarr v3 writes 8 MiB Blosc-LZ4 chunks 1.3-2.7x faster than 64 MiB ones, and a 2-D
+#: task reading one slice decodes at most 8 MiB.
+CHUNK_BYTES = 8 * 2**20
 
 _TIME_UNITS = {"sec": "s", "msec": "ms", "usec": "us", "hz": "Hz", "ppm": "ppm", "rads": "rad/s"}
 
