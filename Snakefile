@@ -22,6 +22,7 @@ include: "workflows/export.smk"
 include: "workflows/train.smk"
 include: "workflows/sample.smk"
 include: "workflows/report.smk"
+include: "workflows/reconstruct.smk"
 include: "workflows/provenance.smk"
 
 
@@ -31,5 +32,7 @@ rule all:
         ingest_targets(),
         export_targets(),
         sample_targets(),
+        evaluate_targets(),
+        reconstruct_targets(),
         f"{OUT}/report.html",
         f"{OUT}/ro-crate-metadata.json",

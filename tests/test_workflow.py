@@ -69,8 +69,9 @@ def test_demo_dry_run_builds_the_dag() -> None:
     assert counts.get("all") == 1
     # on a clean checkout nothing exists yet: the full DAG
     if not (REPO / DEMO["outdir"]).exists():
+        tasks = {f"{step}_{task}": 1 for step in ("evaluate", "reconstruct") for task in DEMO.get(step, {})}
         assert counts == {"ingest": len(DEMO["inputs"]), "export": n_exports, "hardware": 1, "report": 1,
-                          "provenance": 1, "all": 1, **({"sample": len(present)} if present else {})}
+                          "provenance": 1, "all": 1, **tasks, **({"sample": len(present)} if present else {})}
 
 
 def _big_nifti(path: Path) -> Path:

@@ -86,3 +86,30 @@ def training_sources(config_path):
 
     with open(config_path) as handle:
         return list(yaml.safe_load(handle)["data"]["sources"])
+
+
+# --- reconstruct / evaluate (workflows/reconstruct.smk) ---
+def task_opt(section, task, key, flag=None):
+    """`--flag value` for a configured key (lists joined by commas), or '' when it is absent."""
+    value = config.get(section, {}).get(task, {}).get(key)
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        value = ",".join(map(str, value))
+    return f"--{flag or key.replace('_', '-')} {value}"
+
+
+def task_store(section, task):
+    return f"{OUT}/stores/{config[section][task]['store']}.zarr"
+
+
+def task_ckpt(section, task):
+    return f"checkpoints/{config[section][task]['checkpoint']}"
+
+
+def evaluate_targets():
+    return [f"{OUT}/eval/{task}.json" for task in config.get("evaluate", {})]
+
+
+def reconstruct_targets():
+    return [f"{OUT}/recon/{task}.zarr" for task in config.get("reconstruct", {})]

@@ -1,0 +1,306 @@
+"""``scorerecon evaluate``: classical baselines vs. score-based solvers on held-out real slices.
+
+MRI (``--task mri``): real magnitude slices of an image store (e.g. Colin27 T1) are the ground
+truth; single-coil k-space is simulated from them (``fft2c`` of the real image, noise-free) and
+undersampled retrospectively with a fastMRI-style mask (``--mask random|equispaced|poisson``,
+``--accel R``, centre fraction ``0.32 / R``, one mask for all slices, seeded by ``--seed``). The
+image is real, so the diffusion solvers use the real-image model (no phase; see
+:mod:`scorerecon.pipelines.tasks.mri`) in the card's intensity units. Baselines: zero-filled,
+sigpy TV and L1-wavelet (lambdas tuned on training slices).
+
+CT (``--task ct``): HU slices of an image store (e.g. the head CT) are the ground truth;
+noise-free parallel-beam sinograms are simulated (``--views N`` uniform over [0, 180) or
+``--arc DEG`` contiguous, 1 view/degree). Baselines: FBP, SART, TV (Chambolle-Pock).
+
+Diffusion solvers (``--solvers``, default all of ``dc, projection, dps, dds, prox``) use the
+checkpoint's prior with ``--nfe`` network evaluations each. Slices must lie in the checkpoint's
+held-out range (``data.holdout`` of its card): evaluating on training slices is refused, and no
+setting here was tuned on evaluation slices.
+
+Metrics (DESIGN.md section 3): MRI fastMRI conventions on magnitudes (PSNR with data range = max
+of the reference volume, SSIM per slice with skimage's 7x7 window, NMSE); CT on HU windowed to
+[-1000, 400] -> [0, 1] with data range 1. The JSON (``--json``) is
+``{"task", "convention", "params", "methods": {NAME: {"family", "psnr", "ssim", "nmse", "nfe",
+"seconds", ...}}}``; a markdown table goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scorerecon.pipelines.errors import InputError
+
+DEFAULT_CHECKPOINTS = {"mri": "checkpoints/brain_ddpm", "ct": "checkpoints/head_ct_ddpm"}
+CONVENTIONS = {
+    "mri": "fastMRI: magnitude images; PSNR with data range = max of the reference volume; SSIM per slice "
+           "(skimage, 7x7 uniform window) averaged; NMSE over the volume",
+    "ct": "HU clamped to [-1000, 400] and mapped to [0, 1], data range 1; PSNR over the volume; SSIM per slice "
+          "(skimage, 7x7 uniform window) averaged; NMSE over the volume",
+}
+MASK_KINDS = ("random", "equispaced", "poisson")
+
+
+def parse_slices(text: str) -> list[int]:
+    """``"80,90"``, ``"80:100"`` or ``"80:100:10"`` (half-open) -> sorted unique slice indices."""
+    out: set[int] = set()
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if ":" in part:
+                bits = [int(b) for b in part.split(":")]
+                if len(bits) not in (2, 3):
+                    raise ValueError(part)
+                out.update(range(*bits))
+            else:
+                out.add(int(part))
+    except ValueError:
+        raise InputError(None, f"--slices {text!r}: expected integers like 80,90 or a range 80:100[:step]") from None
+    if not out:
+        raise InputError(None, f"--slices {text!r} selects no slice")
+    return sorted(out)
+
+
+def _check_holdout(card: dict[str, Any], slices: list[int], checkpoint: str) -> dict[str, Any]:
+    """Refuse slices the prior was trained on; return the holdout record for the JSON."""
+    data = card.get("data", {})
+    holdout = data.get("holdout") or {}
+    axis = data.get("slice_axis", "z")
+    if axis not in holdout:
+        raise InputError(checkpoint, f"model card has no held-out range along {axis!r}; cannot certify that the "
+                                     "evaluation slices were not used for training")
+    lo, hi = (int(v) for v in holdout[axis])
+    bad = [s for s in slices if not lo <= s < hi]
+    if bad:
+        raise InputError(checkpoint, f"slices {bad} were used to train this prior (held out: {axis} in [{lo}, {hi})); "
+                                     "evaluate on held-out slices only")
+    return {"axis": axis, "range": [lo, hi]}
+
+
+def _load_slices(store: Path, slices: list[int], variable: str = "image") -> tuple[np.ndarray, float]:
+    """Real slices ``(S, H, W)`` float32 of an image store and the in-plane pixel size (mm)."""
+    from scorerecon.modalities.io.store import load_checked, open_store
+
+    ds = open_store(store)
+    if variable not in ds.data_vars:
+        kinds = ", ".join(map(str, ds.data_vars))
+        raise InputError(store, f"store holds no {variable!r} variable (it has: {kinds}); evaluate needs an image "
+                                "store with the ground-truth slices (scorerecon ingest IMAGE.nii.gz)")
+    da = ds[variable]
+    if da.dims[-3:] != ("z", "y", "x") or np.iscomplexobj(np.empty(0, da.dtype)):
+        raise InputError(store, f"{variable!r} must be a real (z, y, x) volume, got dims {da.dims} {da.dtype}")
+    n = int(da.sizes["z"])
+    outside = [s for s in slices if not 0 <= s < n]
+    if outside:
+        raise InputError(store, f"slices {outside} outside the volume (z has {n} slices)")
+    data = load_checked(da.isel(z=slices).to_dataset(name="image"), store).astype(np.float32)
+    spacing = 1.0
+    if "x" in da.coords and da.sizes["x"] > 1:
+        spacing = float(abs(da.coords["x"].values[1] - da.coords["x"].values[0])) or 1.0
+    return data, spacing
+
+
+def prepare_slices(images: np.ndarray, crop: int | None = None, downsample: int = 1, square: bool = False
+                   ) -> np.ndarray:
+    """Centre-crop to ``crop x crop`` (zero-pad where smaller) and/or average ``downsample^2`` blocks.
+
+    ``square`` pads the result to a square (CT's projector needs ``N x N``).
+    """
+    out = np.asarray(images, dtype=np.float32)
+    if downsample > 1:
+        s, h, w = out.shape
+        h2, w2 = h // downsample * downsample, w // downsample * downsample
+        out = out[:, :h2, :w2].reshape(s, h2 // downsample, downsample, w2 // downsample, downsample).mean((2, 4))
+    if crop:
+        out = _centre(out, crop, crop)
+    if square and out.shape[-1] != out.shape[-2]:
+        n = max(out.shape[-2:])
+        out = _centre(out, n, n)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _centre(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    s, H, W = x.shape
+    fill = float(x.min()) if x.size else 0.0
+    out = np.full((s, h, w), fill, dtype=np.float32)
+    sh, sw = min(h, H), min(w, W)
+    out[:, (h - sh) // 2:(h - sh) // 2 + sh, (w - sw) // 2:(w - sw) // 2 + sw] = \
+        x[:, (H - sh) // 2:(H - sh) // 2 + sh, (W - sw) // 2:(W - sw) // 2 + sw]
+    return out
+
+
+def _entry(family: str, metrics: dict[str, Any], nfe: int, seconds: float, **extra: Any) -> dict[str, Any]:
+    return {"family": family, "psnr": round(metrics["psnr"], 4), "ssim": round(metrics["ssim"], 5),
+            "nmse": round(metrics["nmse"], 6), "nfe": int(nfe), "seconds": round(float(seconds), 3), **extra}
+
+
+def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str | Path | None = None,
+             accel: float = 4.0, mask: str = "random", views: int | None = None, arc: float | None = None,
+             nfe: int = 50, seed: int = 0, solvers: list[str] | None = None, baselines: list[str] | None = None,
+             crop: int | None = None, downsample: int = 1, device: str = "cpu",
+             log: Any = None) -> dict[str, Any]:
+    """Run baselines and diffusion solvers on held-out slices; returns the result dict (schema above)."""
+    import torch
+
+    from scorerecon.modalities.metrics import ct_metrics, image_metrics
+    from scorerecon.models.checkpoint import load_score_model
+    from scorerecon.pipelines.hardware import describe
+    from scorerecon.pipelines.tasks import SOLVERS
+
+    if task not in ("mri", "ct"):
+        raise InputError(None, f"--task must be mri or ct, got {task!r}")
+    solvers = list(SOLVERS) if solvers is None else solvers
+    bad = [s for s in solvers if s not in SOLVERS]
+    if bad:
+        raise InputError(None, f"unknown solver(s) {bad}; choose from {list(SOLVERS)}")
+    if nfe < 1:
+        raise InputError(None, f"--nfe must be >= 1, got {nfe}")
+    checkpoint = str(checkpoint or DEFAULT_CHECKPOINTS[task])
+    model = load_score_model(checkpoint, device=device)
+    model.eval()
+    holdout = _check_holdout(model.card, slices, checkpoint)
+    raw, spacing = _load_slices(Path(store), slices)
+    truth = prepare_slices(raw, crop, downsample, square=task == "ct")
+    pixel_mm = spacing * downsample
+    params: dict[str, Any] = {"input": str(store), "slices": slices, "holdout": holdout, "checkpoint": checkpoint,
+                              "weights_sha256": model.card["weights"]["sha256"], "nfe": nfe, "seed": seed,
+                              "crop": crop, "downsample": downsample, "image_shape": list(truth.shape[-2:]),
+                              "pixel_size_mm": pixel_mm, "noise": "none (noise-free simulated measurements)",
+                              "hardware": describe(device)}
+    methods: dict[str, dict[str, Any]] = {}
+    say = log or (lambda msg: None)
+
+    if task == "mri":
+        from scorerecon.pipelines.tasks import reconstruct
+        from scorerecon.pipelines.tasks.mri import (
+            MRI_BASELINES,
+            mask_info,
+            mri_baselines,
+            mri_problem,
+            phase_encode_mask,
+            simulate_singlecoil,
+        )
+
+        if mask not in MASK_KINDS:
+            raise InputError(None, f"--mask must be one of {list(MASK_KINDS)}, got {mask!r}")
+        if not accel > 1:
+            raise InputError(None, f"--accel must be > 1, got {accel}")
+        h, w = truth.shape[-2:]
+        try:
+            kmask = phase_encode_mask(mask, (h, w), accel, seed=seed)
+        except ValueError as exc:
+            raise InputError(None, f"cannot build a {mask} mask at R={accel} for {h}x{w}: {exc}") from None
+        params.update(mask=mask_info(mask, accel, kmask, seed), accel=accel, coils=1)
+        reference = torch.from_numpy(truth)
+        kspace = simulate_singlecoil(reference, kmask)
+        baselines = list(MRI_BASELINES) if baselines is None else baselines
+        for name, (img, secs) in mri_baselines(kspace, kmask, None, tuple(baselines)).items():
+            methods[name] = _entry("classical", image_metrics(truth, img.abs()), 0, secs)
+            say(f"{name}: {methods[name]['psnr']:.2f} dB")
+        problem = mri_problem(kspace, kmask, model.card["data"]["normalization"], phase=None, intensity="card")
+        params["complex_handling"] = problem.info
+    else:
+        from scorerecon.pipelines.tasks import reconstruct
+        from scorerecon.pipelines.tasks.ct import CT_BASELINES, ct_baselines, ct_geometry, ct_problem, simulate_sinogram
+
+        try:
+            geometry = ct_geometry(truth.shape[-1], views, arc)
+        except ValueError as exc:
+            raise InputError(None, f"CT geometry: {exc} (--views N or --arc DEG)") from None
+        params.update(geometry=geometry.config(), views=views, arc=arc)
+        sino = simulate_sinogram(torch.from_numpy(truth), geometry, pixel_mm)
+        baselines = list(CT_BASELINES) if baselines is None else baselines
+        for name, (img, secs) in ct_baselines(sino, geometry, pixel_mm, tuple(baselines)).items():
+            methods[name] = _entry("classical", ct_metrics(truth, img[:, 0].numpy()), 0, secs)
+            say(f"{name}: {methods[name]['psnr']:.2f} dB")
+        problem = ct_problem(sino, geometry, pixel_mm, model.card["data"]["normalization"])
+
+    params["solver_settings"] = {s: problem.spec(s) for s in solvers}
+    for solver in solvers:
+        with torch.no_grad():
+            rec = reconstruct(problem, model, solver, nfe=nfe, seed=seed, device=device)
+        est = rec.image.detach().cpu()
+        metrics = image_metrics(truth, est.abs()) if task == "mri" else ct_metrics(truth, est[:, 0].numpy())
+        residual = float(problem.residual(rec.model_state.cpu()).mean())
+        methods[solver] = _entry("diffusion", metrics, rec.nfe, rec.seconds, relative_data_residual=round(residual, 6))
+        say(f"{solver}: {methods[solver]['psnr']:.2f} dB, {rec.nfe} NFE, {rec.seconds:.1f} s")
+    return {"task": task, "convention": CONVENTIONS[task], "params": params, "methods": methods}
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The methods of an evaluate result as a markdown table (best PSNR of each family marked)."""
+    methods = result["methods"]
+    best = {}
+    for fam in ("classical", "diffusion"):
+        fam_methods = {k: v for k, v in methods.items() if v["family"] == fam}
+        if fam_methods:
+            best[fam] = max(fam_methods, key=lambda k: fam_methods[k]["psnr"])
+    lines = ["| method | family | PSNR (dB) | SSIM | NMSE | NFE | seconds |", "|---|---|---|---|---|---|---|"]
+    for name, m in methods.items():
+        mark = " *" if best.get(m["family"]) == name else ""
+        lines.append(f"| {name}{mark} | {m['family']} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['nmse']:.4f} | "
+                     f"{m['nfe']} | {m['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def _csv(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from scorerecon.models.checkpoint import atomic_write_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.task == "ct" and (args.views is None) == (args.arc is None):
+        raise InputError(None, "--task ct needs exactly one of --views N (sparse view) or --arc DEG (limited angle)")
+    start = time.perf_counter()
+    result = evaluate(args.task, args.input, parse_slices(args.slices), checkpoint=args.checkpoint, accel=args.accel,
+                      mask=args.mask, views=args.views, arc=args.arc, nfe=args.nfe, seed=args.seed,
+                      solvers=_csv(args.solvers), baselines=_csv(args.baselines), crop=args.crop,
+                      downsample=args.downsample, device=args.device,
+                      log=None if args.quiet else (lambda msg: print(f"  {msg}", flush=True)))
+    result["params"]["wall_seconds"] = round(time.perf_counter() - start, 2)
+    if args.json:
+        atomic_write_json(Path(args.json), result)
+    print(markdown_table(result))
+    from scorerecon.pipelines.hardware import one_line
+
+    print(f"\n{result['convention']}\n{one_line(args.device)}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("evaluate",
+                                   help="baselines vs. diffusion solvers on held-out slices -> JSON + table",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=("mri", "ct"), required=True)
+    parser.add_argument("--input", type=Path, required=True, help="image store with the ground-truth volume")
+    parser.add_argument("--slices", required=True, help="held-out slice indices: 85,95 or 80:100[:step]")
+    parser.add_argument("--checkpoint", default=None, help="prior (default: checkpoints/brain_ddpm | head_ct_ddpm)")
+    parser.add_argument("--accel", type=float, default=4.0, help="MRI acceleration R (default 4)")
+    parser.add_argument("--mask", default="random", help="MRI mask: random | equispaced | poisson")
+    parser.add_argument("--views", type=int, default=None, help="CT sparse view: number of views over [0, 180)")
+    parser.add_argument("--arc", type=float, default=None, help="CT limited angle: arc in degrees (1 view/degree)")
+    parser.add_argument("--nfe", type=int, default=50, help="network evaluations per diffusion solver (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="mask and sampler seed")
+    parser.add_argument("--solvers", default=None, help="comma list from dc,projection,dps,dds,prox (default all)")
+    parser.add_argument("--baselines", default=None,
+                        help="comma list (MRI: zero_filled,tv,l1_wavelet; CT: fbp,sart,tv; default all)")
+    parser.add_argument("--crop", type=int, default=None, help="centre-crop slices to N x N (after --downsample)")
+    parser.add_argument("--downsample", type=int, default=1, help="average F x F pixel blocks first (default 1)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=None, help="write the result JSON here (atomically)")
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(func=_run)

@@ -1,0 +1,281 @@
+"""``scorerecon reconstruct``: score-based reconstruction of a store's measurements into a new store.
+
+MRI (``--task mri``) reads a k-space store (``kspace``, dims ``(coil, z, ky, kx)``, e.g. the
+ingested twix phantom). Fully sampled data are undersampled retrospectively along the
+phase-encode axis ``ky`` (``--mask random|equispaced|poisson --accel R``); ``--mask none`` takes
+the data as given (the sampling pattern is read off the non-zero k-space). Readout oversampling
+recorded by the reader is removed first (crop of the central FOV along ``kx``). Multi-coil data
+get ESPIRiT maps from the fully sampled centre (``--calib``); the image phase is estimated from
+the same ACS block and folded into the forward model so the magnitude prior sees a real image
+(``--complex-mode real``, default), or real and imaginary parts are reconstructed as two images
+(``--complex-mode channels``, score-MRI); see :mod:`scorerecon.pipelines.tasks.mri`. Intensities
+are mapped to the prior's range from the data (``--intensity auto``) unless they are in its
+training units (``card``).
+
+CT (``--task ct``) reads either an image store (``image``, HU, ``(z, y, x)``), from which a
+noise-free sinogram is simulated (``--views N`` or ``--arc DEG``), or a sinogram store
+(``sinogram``, dims ``(z, angle, det)``, line integrals, ``angle`` coordinate in degrees, attrs
+``image_size`` and ``pixel_size_mm``).
+
+Several slices with ``--tv-z LAM > 0`` are reconstructed as one volume (2-D prior + TV along z by
+ADMM, DiffusionMBIR; :mod:`scorerecon.pipelines.tasks.volume`). ``--samples N > 1`` draws ``N``
+posterior samples and stores their mean (``image``) and per-voxel std (``std``).
+
+The output store (written atomically) holds ``image`` ``(z, y, x)`` float32 -- magnitude for MRI,
+HU for CT -- and attrs recording the input store and its sources, the checkpoint and its sha256,
+solver and its settings, NFE, seed, mask or geometry, complex handling, timings and hardware.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scorerecon.pipelines.errors import InputError
+
+DEFAULT_CHECKPOINTS = {"mri": "checkpoints/brain_ddpm", "ct": "checkpoints/head_ct_ddpm"}
+
+
+def _select_slices(n: int, text: str | None, store: Path) -> list[int]:
+    from scorerecon.pipelines.evaluate import parse_slices
+
+    slices = list(range(n)) if text is None else parse_slices(text)
+    bad = [s for s in slices if not 0 <= s < n]
+    if bad:
+        raise InputError(store, f"slices {bad} outside the store (z has {n} slices)")
+    return slices
+
+
+def _remove_oversampling(kspace: np.ndarray, factor: int) -> np.ndarray:
+    """Crop the central ``1 / factor`` of the FOV along ``kx`` (image domain), back to k-space."""
+    from scorerecon.modalities.io.kspace import image_to_kspace, kspace_to_image
+
+    img = kspace_to_image(kspace)
+    w = img.shape[-1]
+    keep = w // factor
+    start = (w - keep) // 2
+    return image_to_kspace(img[..., start:start + keep]).astype(np.complex64)
+
+
+def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], list[int]]:
+    import torch
+
+    from scorerecon.modalities.io.store import attrs_json, load_checked, open_store
+    from scorerecon.modalities.mri.coils import espirit_maps
+    from scorerecon.pipelines.tasks import reconstruct
+    from scorerecon.pipelines.tasks.mri import mask_info, mri_problem, phase_encode_mask
+    from scorerecon.pipelines.tasks.volume import reconstruct_volume
+
+    ds = open_store(args.input)
+    if "kspace" not in ds.data_vars:
+        raise InputError(args.input, f"store holds no 'kspace' variable (it has: {', '.join(map(str, ds.data_vars))}); "
+                                     "--task mri needs a k-space store (scorerecon ingest RAW.dat|.h5|.cfl|.npy)")
+    da = ds["kspace"]
+    if tuple(da.dims) != ("coil", "z", "ky", "kx"):
+        raise InputError(args.input, f"'kspace' must have dims (coil, z, ky, kx), got {da.dims}")
+    slices = _select_slices(int(da.sizes["z"]), args.slices, args.input)
+    raw = load_checked(da.isel(z=slices).to_dataset(name="kspace"), args.input, "kspace")  # (C, S, ky, kx)
+    raw = np.ascontiguousarray(np.moveaxis(raw, 1, 0)).astype(np.complex64)  # (S, C, ky, kx)
+    info: dict[str, Any] = {}
+    over = attrs_json(ds, "readout_oversampling")
+    factor = int(round(float(over))) if isinstance(over, (int, float)) and not isinstance(over, bool) else 1
+    if factor > 1 and not args.keep_oversampling:
+        raw = _remove_oversampling(raw, factor)
+        info["readout_oversampling_removed"] = factor
+    s, c, h, w = raw.shape
+    if args.mask == "none":
+        mask = torch.from_numpy((np.abs(raw).sum(axis=(0, 1)) > 0).astype(np.float32))
+        info["mask"] = {"kind": "as acquired", "realised_acceleration": round(float(mask.numel() / mask.sum()), 3)}
+    else:
+        if not args.accel > 1:
+            raise InputError(None, f"--accel must be > 1 for retrospective undersampling, got {args.accel}")
+        try:
+            mask = phase_encode_mask(args.mask, (h, w), args.accel, seed=args.seed, axis=-2)
+        except ValueError as exc:
+            raise InputError(None, f"cannot build a {args.mask} mask at R={args.accel} for {h}x{w}: {exc}") from None
+        info["mask"] = mask_info(args.mask, args.accel, mask, args.seed, axis=-2)
+    kspace = torch.from_numpy(raw) * mask
+    maps = None
+    if c > 1:
+        from scorerecon.pipelines.tasks.mri import acs_size
+
+        calib = min(args.calib, *acs_size(mask))
+        if calib < 8:
+            raise InputError(args.input, f"the mask's fully sampled centre is only {calib} lines wide; ESPIRiT needs "
+                                         ">= 8 (use a lower --accel or --mask poisson)")
+        maps = torch.stack([espirit_maps(kspace[i], calib_width=calib) for i in range(s)])
+        info["sens_maps"] = {"method": "ESPIRiT (sigpy EspiritCalib)", "calib_width": calib}
+    problem = mri_problem(kspace, mask, model.card["data"]["normalization"], maps, args.complex_mode,
+                          phase="auto", intensity=args.intensity)
+    info["complex_handling"] = problem.info
+    rec = _solve(args, problem, model, reconstruct, reconstruct_volume)
+    image = rec.image.abs()[:, 0].cpu().numpy()
+    std = None if rec.std is None else rec.std[:, 0].cpu().numpy()
+    info.update(_solver_record(args, rec))
+    return image, std, info, slices
+
+
+def _ct(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], list[int]]:
+    import torch
+
+    from scorerecon.modalities.ct.geometry import ParallelBeamGeometry
+    from scorerecon.modalities.io.store import load_checked, open_store
+    from scorerecon.pipelines.evaluate import prepare_slices
+    from scorerecon.pipelines.tasks import reconstruct
+    from scorerecon.pipelines.tasks.ct import ct_geometry, ct_problem, simulate_sinogram
+    from scorerecon.pipelines.tasks.volume import reconstruct_volume
+
+    ds = open_store(args.input)
+    info: dict[str, Any] = {}
+    if "sinogram" in ds.data_vars:
+        da = ds["sinogram"]
+        if tuple(da.dims) != ("z", "angle", "det") or "angle" not in da.coords:
+            raise InputError(args.input, "'sinogram' must have dims (z, angle, det) with an angle coordinate "
+                                         f"(degrees), got {da.dims}")
+        try:
+            n, pixel_mm = int(ds.attrs["image_size"]), float(ds.attrs["pixel_size_mm"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(args.input, "sinogram store needs attrs image_size and pixel_size_mm") from None
+        geometry = ParallelBeamGeometry(n, tuple(float(a) for a in da.coords["angle"].values), int(da.sizes["det"]))
+        slices = _select_slices(int(da.sizes["z"]), args.slices, args.input)
+        sino = torch.from_numpy(load_checked(da.isel(z=slices).to_dataset(name="s"), args.input, "s")
+                                .astype(np.float32))[:, None]
+        info["measurement"] = "sinogram from the store"
+    elif "image" in ds.data_vars:
+        da = ds["image"]
+        if tuple(da.dims[-3:]) != ("z", "y", "x"):
+            raise InputError(args.input, f"'image' must have dims (z, y, x), got {da.dims}")
+        if (args.views is None) == (args.arc is None):
+            raise InputError(None, "an image store needs exactly one of --views N or --arc DEG to simulate a sinogram")
+        slices = _select_slices(int(da.sizes["z"]), args.slices, args.input)
+        hu = load_checked(da.isel(z=slices).to_dataset(name="image"), args.input).astype(np.float32)
+        spacing = float(abs(da.coords["x"].values[1] - da.coords["x"].values[0])) if "x" in da.coords else 1.0
+        hu = prepare_slices(hu, args.crop, args.downsample, square=True)
+        pixel_mm = spacing * args.downsample
+        try:
+            geometry = ct_geometry(hu.shape[-1], args.views, args.arc)
+        except ValueError as exc:
+            raise InputError(None, f"CT geometry: {exc}") from None
+        sino = simulate_sinogram(torch.from_numpy(hu), geometry, pixel_mm)
+        info["measurement"] = "noise-free sinogram simulated from the store's HU image"
+        info.update(crop=args.crop, downsample=args.downsample)
+    else:
+        have = ", ".join(map(str, ds.data_vars))
+        raise InputError(args.input, f"store holds neither 'image' nor 'sinogram' (it has: {have}); "
+                                     "--task ct needs a CT image or sinogram store")
+    problem = ct_problem(sino, geometry, pixel_mm, model.card["data"]["normalization"])
+    info["geometry"] = geometry.config()
+    info["pixel_size_mm"] = pixel_mm
+    rec = _solve(args, problem, model, reconstruct, reconstruct_volume)
+    image = rec.image[:, 0].cpu().numpy()
+    std = None if rec.std is None else rec.std[:, 0].cpu().numpy()
+    info.update(_solver_record(args, rec))
+    return image, std, info, slices
+
+
+def _solve(args: argparse.Namespace, problem: Any, model: Any, reconstruct: Any, reconstruct_volume: Any) -> Any:
+    import torch
+
+    with torch.no_grad():
+        if args.tv_z > 0 and problem.shape[0] > 1:
+            return reconstruct_volume(problem, model, args.solver, nfe=args.nfe, seed=args.seed, tv_z=args.tv_z,
+                                      n_samples=args.samples, device=args.device)
+        return reconstruct(problem, model, args.solver, nfe=args.nfe, seed=args.seed, n_samples=args.samples,
+                           device=args.device)
+
+
+def _solver_record(args: argparse.Namespace, rec: Any) -> dict[str, Any]:
+    return {"solver": rec.solver, "solver_settings": rec.spec, "nfe": rec.nfe, "nfe_budget": args.nfe,
+            "seed": args.seed, "seeds": rec.seeds, "samples": args.samples, "tv_z": args.tv_z,
+            "volume_mode": "2d prior + TV-z ADMM" if args.tv_z > 0 else "slice by slice",
+            "sampling_seconds": round(rec.seconds, 3)}
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+    import xarray as xr
+
+    from scorerecon import __version__
+    from scorerecon.modalities.io.store import attrs_json, open_store, write_store
+    from scorerecon.models.checkpoint import load_score_model
+    from scorerecon.pipelines.hardware import describe
+    from scorerecon.pipelines.tasks import SOLVERS
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.solver not in SOLVERS:
+        raise InputError(None, f"--solver must be one of {list(SOLVERS)}, got {args.solver!r}")
+    if args.nfe < 1 or args.samples < 1:
+        raise InputError(None, "--nfe and --samples must be >= 1")
+    if args.downsample < 1:
+        raise InputError(None, "--downsample must be >= 1")
+    if args.output.exists() and not args.overwrite:
+        raise InputError(args.output, "output store already exists (use --overwrite to replace it)")
+    open_store(args.input)  # a missing or incomplete store fails before the prior is loaded
+    checkpoint = args.checkpoint or DEFAULT_CHECKPOINTS[args.task]
+    model = load_score_model(checkpoint, device=args.device)
+    model.eval()
+    start = time.perf_counter()
+    image, std, info, slices = (_mri if args.task == "mri" else _ct)(args, model)
+    seconds = time.perf_counter() - start
+    source = open_store(args.input)
+    dims = ("z", "y", "x")
+    data = {"image": (dims, image.astype(np.float32))}
+    if std is not None:
+        data["std"] = (dims, std.astype(np.float32))
+    ds = xr.Dataset(data, coords={"z": np.asarray(slices, dtype=np.int64)})
+    ds["image"].attrs["units"] = "HU" if args.task == "ct" else "magnitude (input k-space units)"
+    if std is not None:
+        ds["std"].attrs["description"] = f"per-voxel std of the magnitude over {args.samples} posterior samples"
+    ds = ds.chunk({"z": 1})
+    ds.attrs = {"reader": "scorerecon.pipelines.reconstruct", "reader_version": "1.0",
+                "scorerecon_version": __version__, "task": args.task, "input_store": str(Path(args.input).resolve()),
+                "source_files": attrs_json(source, "source_files") or [],
+                "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": model.card["weights"]["sha256"],
+                "checkpoint_name": model.card.get("name"), "reconstruction": info,
+                "seconds": round(seconds, 3), "hardware": describe(args.device),
+                "command": " ".join(["scorerecon", *sys.argv[1:]]) if sys.argv[0].endswith("scorerecon") else None}
+    write_store(ds, args.output, overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"wrote {args.output}: {len(slices)} slice(s), {args.solver}, {info['nfe']} NFE, {seconds:.1f} s")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("reconstruct",
+                                   help="score-based MRI / CT reconstruction of a store into a new store",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=("mri", "ct"), required=True)
+    parser.add_argument("--input", type=Path, required=True, help="k-space store (MRI) or image/sinogram store (CT)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output Zarr store")
+    parser.add_argument("--checkpoint", default=None, help="prior (default: checkpoints/brain_ddpm | head_ct_ddpm)")
+    parser.add_argument("--solver", default="dds", help="dc | projection | dps | dds | prox (default dds)")
+    parser.add_argument("--nfe", type=int, default=50, help="network evaluations per sample (default 50)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=int, default=1, help="posterior samples; > 1 also writes a std map")
+    parser.add_argument("--slices", default=None, help="z indices (85,95 or 80:100[:step]); default all")
+    parser.add_argument("--tv-z", type=float, default=0.0,
+                        help="TV weight along z: > 0 reconstructs the slices as one volume (ADMM; solver dds/prox)")
+    mri = parser.add_argument_group("MRI")
+    mri.add_argument("--mask", default="random", choices=("random", "equispaced", "poisson", "none"),
+                     help="retrospective undersampling along ky, or none: use the data as acquired")
+    mri.add_argument("--accel", type=float, default=4.0, help="acceleration R (default 4)")
+    mri.add_argument("--calib", type=int, default=24, help="ESPIRiT calibration width (default 24)")
+    mri.add_argument("--complex-mode", choices=("real", "channels"), default="real")
+    mri.add_argument("--intensity", choices=("auto", "card"), default="auto")
+    mri.add_argument("--keep-oversampling", action="store_true", help="keep the readout oversampling")
+    ct = parser.add_argument_group("CT (image store input)")
+    ct.add_argument("--views", type=int, default=None, help="sparse view: views over [0, 180)")
+    ct.add_argument("--arc", type=float, default=None, help="limited angle: arc in degrees")
+    ct.add_argument("--crop", type=int, default=None, help="centre-crop slices to N x N")
+    ct.add_argument("--downsample", type=int, default=1, help="average F x F blocks first")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(func=_run)

@@ -1,0 +1,302 @@
+"""MRI reconstruction task: Cartesian (multi-)coil k-space + a magnitude-trained score prior.
+
+Forward models are :class:`~scorerecon.modalities.mri.operators.CartesianMRI` (single coil) and
+:class:`~scorerecon.modalities.mri.operators.MulticoilMRI` (SENSE), which act on complex images
+stored as (real, imaginary) channel pairs. The shipped brain priors are **one-channel magnitude
+priors** (trained on real-valued T1 slices), so the complex image has to be reconciled with a
+real prior explicitly. Two ways are offered (``complex_mode``):
+
+``"real"`` (default)
+    The unknown is a real image ``m`` and the object's phase is part of the forward model:
+    ``y = M F S (e^{i phi} (a m + b))``. The phase ``phi`` is (a) zero for k-space simulated from a
+    real magnitude image -- the honest single-coil evaluation setting, where the ground truth
+    *is* real -- or (b) estimated from the fully sampled autocalibration (ACS) block as the phase
+    of a low-resolution (Hann-windowed ACS) SENSE-combined image, for measured data with a
+    smooth phase (the twix phantom). ``e^{i phi}`` is folded into the coil maps (one "coil" of
+    pure phase for single-coil data), so the operator stays the SENSE operator. The embedding of
+    the real image into the (re, im) layout has adjoint "take the real part", so hard data
+    consistency is the projection onto ``{m real : A m = y}``; for a single coil ``A A^H`` has the
+    two eigenvalues ``1/2`` and ``1`` (a real image's k-space is Hermitian), so CG reaches that
+    projection to float precision in two iterations. What the phase estimate misses (phase
+    detail beyond the ACS resolution) is left as data misfit: an honest limit of this mode.
+``"channels"``
+    score-MRI's choice (Chung & Ye, "Score-based diffusion models for accelerated MRI", MedIA
+    2022): the state is the complex image as two channels and the magnitude prior is applied to
+    the real and the imaginary part separately (as two images of one batch,
+    :class:`~scorerecon.pipelines.tasks.SliceModel`). Exact k-space replacement; the prior is
+    asked about images (imaginary parts) unlike anything it was trained on.
+
+Intensity scale (``intensity``): the prior expects its training normalisation ``x = a m + b``.
+``"card"`` uses the model card's values -- correct when the data are in the training volume's
+units (the held-out slices of the same volume in :mod:`~scorerecon.pipelines.evaluate`);
+``"auto"`` maps 0 to the range's low end and the 99.5th percentile of the zero-filled magnitude
+to its high end (what the card's percentile normalisation does on the training volume) --
+for measured k-space in arbitrary scanner units.
+
+Undersampling follows fastMRI (DESIGN.md section 3): 1-D masks select columns (the last axis is
+phase-encode); :func:`phase_encode_mask` turns them into row masks for k-space stores whose
+phase-encode axis is ``ky`` (dim -2).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from scorerecon.modalities.mri.baselines import l1_wavelet_recon, tv_recon, zero_filled
+from scorerecon.modalities.mri.masks import acceleration_of, default_center_fraction, make_mask
+from scorerecon.modalities.mri.operators import (
+    CartesianMRI,
+    MulticoilMRI,
+    channels_to_complex,
+    fft2c,
+    ifft2c,
+)
+from scorerecon.pipelines.tasks import ModelSpaceOperator, Problem, Reconstruction, affine_from_normalization
+from scorerecon.pipelines.tasks import reconstruct as _reconstruct
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "MRI_BASELINES",
+    "acs_size",
+    "lowres_phase",
+    "mri_baselines",
+    "mri_problem",
+    "phase_encode_mask",
+    "reconstruct_mri",
+    "simulate_singlecoil",
+]
+
+MRI_BASELINES: tuple[str, ...] = ("zero_filled", "tv", "l1_wavelet")
+
+
+def _real_embed(m: Tensor) -> Tensor:
+    """Real image ``(B, 1, H, W)`` -> (re, im) channels ``(B, 2, H, W)`` with zero imaginary part."""
+    return torch.cat([m, torch.zeros_like(m)], dim=1)
+
+
+def _real_part(x: Tensor) -> Tensor:
+    """Adjoint of :func:`_real_embed`: the real channel."""
+    return x[:, :1]
+
+
+def simulate_singlecoil(image: Tensor, mask: Tensor) -> Tensor:
+    """Masked single-coil k-space ``(B, 1, H, W)`` complex64 of real images ``(B, H, W)`` (noise-free)."""
+    image = torch.as_tensor(image, dtype=torch.float32)
+    k = fft2c(image.to(torch.complex64)).unsqueeze(1)
+    return k * torch.as_tensor(mask, dtype=torch.float32).to(k.device)
+
+
+def phase_encode_mask(kind: str, shape: tuple[int, int], acceleration: float, seed: int = 0,
+                      axis: int = -1, center_fraction: float | None = None) -> Tensor:
+    """A fastMRI-style mask ``(H, W)`` whose 1-D lines run along ``axis`` (-1: columns, -2: rows).
+
+    ``axis=-2`` (rows) is the layout of ingested k-space stores ``(coil, z, ky, kx)``, where
+    ``ky`` is the phase-encode axis; 2-D Poisson masks ignore ``axis``.
+    """
+    h, w = (int(s) for s in shape)
+    if axis == -1 or kind in ("poisson", "poisson2d"):
+        return make_mask(kind, (h, w), acceleration, seed=seed, center_fraction=center_fraction)
+    return make_mask(kind, (w, h), acceleration, seed=seed, center_fraction=center_fraction).T.contiguous()
+
+
+def _central_run(profile: np.ndarray) -> int:
+    """Length of the contiguous run of sampled entries around the centre index ``n // 2``."""
+    n = profile.shape[0]
+    c = n // 2
+    if not profile[c]:
+        return 0
+    lo, hi = c, c
+    while lo > 0 and profile[lo - 1]:
+        lo -= 1
+    while hi < n - 1 and profile[hi + 1]:
+        hi += 1
+    return hi - lo + 1
+
+
+def acs_size(mask: Tensor) -> tuple[int, int]:
+    """``(rows, cols)`` of the fully sampled central block (ACS region) of a mask ``(H, W)``."""
+    m = torch.as_tensor(mask).reshape(-1, *mask.shape[-2:])[0].cpu().numpy() > 0
+    h, w = m.shape
+    col_run = _central_run(m[h // 2])
+    row_run = _central_run(m[:, w // 2])
+    # the block must be full: shrink the square until every entry is sampled
+    size_r, size_c = row_run, col_run
+    while size_r > 0 and size_c > 0:
+        r0, c0 = h // 2 - size_r // 2, w // 2 - size_c // 2
+        if m[r0:r0 + size_r, c0:c0 + size_c].all():
+            return size_r, size_c
+        size_r, size_c = max(0, size_r - 2), max(0, size_c - 2)
+    return 0, 0
+
+
+def _hann_block(shape: tuple[int, int], block: tuple[int, int]) -> Tensor:
+    """A separable Hann window of size ``block`` centred in a ``shape`` array (zeros outside)."""
+    out = torch.zeros(shape)
+    (h, w), (bh, bw) = shape, block
+    bh, bw = bh - 1 + bh % 2, bw - 1 + bw % 2  # odd: symmetric about the DC sample n // 2
+    win = torch.outer(torch.hann_window(bh + 2, periodic=False)[1:-1], torch.hann_window(bw + 2, periodic=False)[1:-1])
+    r0, c0 = h // 2 - bh // 2, w // 2 - bw // 2
+    out[r0:r0 + bh, c0:c0 + bw] = win
+    return out
+
+
+def lowres_phase(kspace: Tensor, mask: Tensor, sens_maps: Tensor | None = None) -> Tensor:
+    """Phase ``(B, 1, H, W)`` of the low-resolution image from the ACS block (Hann-windowed).
+
+    Multi-coil data are combined with ``sens_maps`` (``sum_c conj(S_c) x_c``), single-coil data
+    used as they are. Raises ``ValueError`` if the mask has no fully sampled centre.
+    """
+    kspace = torch.as_tensor(kspace)
+    size = acs_size(mask)
+    if min(size) < 4:
+        raise ValueError("the mask has no fully sampled central block (ACS) to estimate the phase from")
+    window = _hann_block(tuple(kspace.shape[-2:]), size).to(kspace.device)
+    coil_images = ifft2c(kspace * window)
+    if sens_maps is None:
+        if kspace.shape[1] != 1:
+            raise ValueError("multi-coil k-space needs sens_maps for the phase estimate")
+        combined = coil_images
+    else:
+        maps = torch.as_tensor(sens_maps).to(coil_images)
+        combined = (maps.conj() * coil_images).sum(dim=1, keepdim=True)
+    return torch.angle(combined).to(torch.float32)
+
+
+def _auto_normalization(kspace: Tensor, sens_maps: Tensor | None, value_range: tuple[float, float]) -> dict:
+    zf = zero_filled(kspace, sens_maps).abs().flatten()
+    hi = float(torch.quantile(zf.float(), 0.995)) if zf.numel() <= 16_000_000 else float(zf.max())
+    return {"values": [0.0, max(hi, 1e-12)], "range": list(value_range)}
+
+
+def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sens_maps: Tensor | None = None,
+                complex_mode: str = "real", phase: str | Tensor | None = "auto",
+                intensity: str = "card") -> Problem:
+    """The model-space problem for masked k-space ``(B, C, H, W)`` (complex) and a mask ``(H, W)``.
+
+    ``normalization``: the model card's ``data.normalization`` (``values`` and ``range``).
+    ``phase`` (``complex_mode="real"`` only): ``None`` = the image is real (simulated from a
+    magnitude image), ``"acs"`` = estimate it from the ACS block (:func:`lowres_phase`),
+    ``"auto"`` = ``None`` for single-coil data whose low-resolution ACS image is real to 1e-3
+    (a real object), else ``"acs"``; or a phase tensor ``(B, 1, H, W)`` in radians. ``sens_maps`` ``(C, H, W)`` or
+    ``(B, C, H, W)`` are required for ``C > 1``.
+    """
+    kspace = torch.as_tensor(kspace)
+    if kspace.ndim == 3:
+        kspace = kspace.unsqueeze(0)
+    if kspace.ndim != 4 or not kspace.is_complex():
+        raise ValueError(f"expected complex k-space (B, C, H, W), got {tuple(kspace.shape)} {kspace.dtype}")
+    if complex_mode not in ("real", "channels"):
+        raise ValueError("complex_mode must be 'real' or 'channels'")
+    b, c, h, w = kspace.shape
+    mask = torch.as_tensor(mask, dtype=torch.float32)
+    kspace = kspace.to(torch.complex64) * mask
+    if c > 1 and sens_maps is None:
+        raise ValueError("multi-coil k-space needs sens_maps (e.g. ESPIRiT from the ACS block)")
+    value_range = tuple(normalization.get("range", (-1.0, 1.0)))
+    if intensity == "auto":
+        normalization = _auto_normalization(kspace, sens_maps, value_range)
+    elif intensity != "card":
+        raise ValueError("intensity must be 'card' or 'auto'")
+    a, off = affine_from_normalization(normalization)
+    info: dict[str, Any] = {"complex_mode": complex_mode, "intensity": intensity,
+                            "normalization": {"values": [float(v) for v in normalization["values"]],
+                                              "range": [float(v) for v in value_range]},
+                            "coils": c}
+    phase_map = None
+    if complex_mode == "real":
+        if isinstance(phase, str) and phase == "auto":
+            phase = "acs"
+            if c == 1:  # the symmetric ACS block of a real image gives a real low-resolution image
+                low = ifft2c(kspace * _hann_block((h, w), acs_size(mask)))
+                phase = None if float(low.imag.norm() / low.abs().norm().clamp_min(1e-30)) < 1e-3 else "acs"
+        if isinstance(phase, str):
+            if phase != "acs":
+                raise ValueError("phase must be None, 'auto', 'acs' or a tensor")
+            phase_map = lowres_phase(kspace, mask, sens_maps)
+            info["phase"] = f"low-resolution ACS phase ({'x'.join(map(str, acs_size(mask)))} Hann-windowed block)"
+        elif phase is not None:
+            phase_map = torch.as_tensor(phase, dtype=torch.float32).reshape(-1, 1, h, w)
+            info["phase"] = "given"
+        else:
+            info["phase"] = "none (real image)"
+    if complex_mode == "real" and (phase_map is not None or c > 1):
+        maps = torch.ones((1, 1, h, w), dtype=torch.complex64) if sens_maps is None else torch.as_tensor(sens_maps)
+        maps = maps.to(torch.complex64).reshape(-1, c, h, w)
+        if phase_map is not None:
+            maps = maps * torch.exp(1j * phase_map).to(torch.complex64)
+        physical = MulticoilMRI(mask, maps)
+    elif c > 1:
+        physical = MulticoilMRI(mask, torch.as_tensor(sens_maps).to(torch.complex64))
+    else:
+        physical = CartesianMRI(mask)
+    y_phys = torch.view_as_real(kspace).permute(0, 1, 4, 2, 3).reshape(b, 2 * c, h, w).contiguous()
+    if complex_mode == "real":
+        operator = ModelSpaceOperator(physical, _real_embed, _real_part, scale=1.0, dagger_iter=10)
+        shape = (b, 1, h, w)
+        ones = _real_embed(torch.ones(shape))
+    else:
+        operator = physical if isinstance(physical, CartesianMRI) else ModelSpaceOperator(physical, dagger_iter=10)
+        shape = (b, 2, h, w)
+        ones = torch.ones(shape)
+    y_model = (y_phys - off * physical.A(ones)) / a
+    if complex_mode == "real":
+        def to_physical(m: Tensor) -> Tensor:
+            x = channels_to_complex(_real_embed(a * m + off))
+            return x if phase_map is None else x * torch.exp(1j * phase_map.to(x.device)).to(x.dtype)
+    else:
+        def to_physical(m: Tensor) -> Tensor:
+            return channels_to_complex(a * m + off)
+    return Problem(operator, y_model, shape, to_physical, info, channels_as_batch=complex_mode == "channels")
+
+
+def reconstruct_mri(kspace: Tensor, mask: Tensor, model: Any, solver: str = "dds", nfe: int = 50, seed: int = 0,
+                    sens_maps: Tensor | None = None, complex_mode: str = "real", phase: str | Tensor | None = "auto",
+                    intensity: str = "card", n_samples: int = 1, device: torch.device | str = "cpu",
+                    **overrides: Any) -> Reconstruction:
+    """Score-based MRI reconstruction of a batch of slices; ``.image`` is complex ``(B, 1, H, W)``.
+
+    ``model``: a loaded score model with a model card (:func:`~scorerecon.models.checkpoint.
+    load_score_model`); its ``data.normalization`` defines the model space. Other arguments as
+    :func:`mri_problem` and :func:`scorerecon.pipelines.tasks.reconstruct`.
+    """
+    problem = mri_problem(kspace, mask, model.card["data"]["normalization"], sens_maps, complex_mode, phase, intensity)
+    return _reconstruct(problem, model, solver, nfe=nfe, seed=seed, n_samples=n_samples, device=device, **overrides)
+
+
+def mri_baselines(kspace: Tensor, mask: Tensor, sens_maps: Tensor | None = None,
+                  methods: tuple[str, ...] = MRI_BASELINES, tv_iter: int = 200,
+                  wavelet_iter: int = 100) -> dict[str, tuple[Tensor, float]]:
+    """Classical reconstructions ``{name: (complex image (B, 1, H, W), seconds)}``.
+
+    ``zero_filled`` (``A^H y``), ``tv`` (sigpy ``TotalVariationRecon``) and ``l1_wavelet`` (sigpy
+    ``L1WaveletRecon``), with the lambdas tuned on training slices in
+    :mod:`scorerecon.modalities.mri.baselines`.
+    """
+    kspace = torch.as_tensor(kspace) * torch.as_tensor(mask, dtype=torch.float32)
+    out: dict[str, tuple[Tensor, float]] = {}
+    for name in methods:
+        start = time.perf_counter()
+        if name == "zero_filled":
+            img = zero_filled(kspace, sens_maps)
+        elif name == "tv":
+            img = tv_recon(kspace, mask, sens_maps, max_iter=tv_iter)
+        elif name == "l1_wavelet":
+            img = l1_wavelet_recon(kspace, mask, sens_maps, max_iter=wavelet_iter)
+        else:
+            raise ValueError(f"unknown MRI baseline {name!r}; expected one of {list(MRI_BASELINES)}")
+        out[name] = (img, time.perf_counter() - start)
+    return out
+
+
+def mask_info(kind: str, acceleration: float, mask: Tensor, seed: int, axis: int = -1) -> dict[str, Any]:
+    """JSON-able description of a mask for provenance and result tables."""
+    info = {"kind": kind, "acceleration": float(acceleration), "realised_acceleration": round(acceleration_of(mask), 3),
+            "seed": int(seed), "shape": list(mask.shape), "lines_along": "columns (kx)" if axis == -1 else "rows (ky)"}
+    if kind in ("random", "random1d", "equispaced", "equispaced1d"):
+        info["center_fraction"] = default_center_fraction(acceleration)
+    return info
