@@ -421,7 +421,8 @@ def _evaluation_panel(path: Path, data: dict[str, Any] | str) -> str:
     params = data.get("params")
     return (f'<div class="panel"><h3>{_esc(data.get("task", path.stem))}</h3>'
             f'<p><b>Convention</b>: {_esc(data.get("convention", "not stated"))}</p>'
-            + (f"<pre>{_esc(json.dumps(params, indent=1, sort_keys=True))}</pre>" if params else "")
+            + ("<details><summary>parameters</summary><pre>"
+               f"{_esc(json.dumps(params, indent=1, sort_keys=True))}</pre></details>" if params else "")
             + _table(header, rows, numeric) + f'<p class="muted">from {_esc(path.name)}</p></div>')
 
 
