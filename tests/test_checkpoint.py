@@ -23,13 +23,6 @@ TINY = unet_config("tiny", channels=[8, 16], attention_levels=[False, False], no
                    num_head_channels=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the 2-core machine is shared, and oversubscribed OpenMP threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 

@@ -19,16 +19,6 @@ from scorerecon.models.score_model import NetworkScoreModel, ScoreModel
 from scorerecon.models.sde import VPSDE
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the 2-core machine is shared, and oversubscribed OpenMP threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 @pytest.mark.parametrize(("preset", "dims"), sorted(PRESET_PARAMETERS))
 def test_preset_parameter_counts_match_docstring(preset: str, dims: int) -> None:
     net = build_network({"preset": preset, "spatial_dims": dims})

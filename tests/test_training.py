@@ -25,13 +25,6 @@ MIXTURE = {"kind": "gaussian_mixture", "means": [[-2.5, -1.5], [2.5, -1.5], [0.0
            "weights": [0.2, 0.3, 0.5]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the 2-core machine is shared, and oversubscribed OpenMP threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 
