@@ -75,9 +75,9 @@ def test_demo_dry_run_builds_the_dag() -> None:
 
 
 def _big_nifti(path: Path) -> Path:
-    """A 192 MB int16 NIfTI of incompressible noise (3 chunks): slow enough that a kill lands mid-write."""
+    """A 384 MB int16 NIfTI of incompressible noise (48 chunks): slow enough that a kill lands mid-write."""
     rng = np.random.default_rng(20240601)
-    shape = (384, 512, 512)
+    shape = (768, 512, 512)
     data = np.frombuffer(rng.bytes(int(np.prod(shape)) * 2), dtype=np.int16).reshape(shape)
     nib.save(nib.Nifti1Image(data, np.diag([0.8, 0.8, 1.2, 1.0])), path)
     return path
@@ -120,7 +120,10 @@ def test_kill_9_mid_ingest_then_rerun_matches_an_uninterrupted_run(tmp_path: Pat
     config_file = tmp_path / "resume.yaml"
     config_file.write_text(yaml.safe_dump(config))
     targets = ["results/resume/stores/big.zarr", "results/resume/stores/kodak.zarr"]
-    args = ["--profile", LOCAL_PROFILE, "--configfile", config_file, "--cores", "2", *targets]
+    # one core and kodak first: the kill then always lands after kodak finished and while big is being
+    # written, however fast the machine is (with two cores the two jobs race)
+    args = ["--profile", LOCAL_PROFILE, "--configfile", config_file, "--cores", "1",
+            "--prioritize=results/resume/stores/kodak.zarr", *targets]
 
     # reference: an uninterrupted run
     reference = make_workdir(tmp_path / "reference")
