@@ -169,3 +169,14 @@ def test_guidance_interface_data_consistency():
     before = (multi.A(x) - y).norm()
     after = (multi.A(multi.project(x, y)) - y).norm()  # CG pseudo-inverse (guidance default, 100 its)
     assert after / before < 1e-2, float(after / before)
+
+
+def test_torch_operators_and_the_kspace_reader_share_one_fft_convention():
+    """fft2c/ifft2c (torch, operators) and image_to_kspace/kspace_to_image (NumPy, I/O) agree."""
+    from scorerecon.modalities.io.kspace import image_to_kspace, kspace_to_image
+    from scorerecon.modalities.mri.operators import fft2c, ifft2c
+
+    rng = np.random.default_rng(3)
+    image = (rng.standard_normal((2, 33, 48)) + 1j * rng.standard_normal((2, 33, 48))).astype(np.complex128)
+    assert np.allclose(fft2c(torch.from_numpy(image)).numpy(), image_to_kspace(image), atol=1e-12)
+    assert np.allclose(ifft2c(torch.from_numpy(image)).numpy(), kspace_to_image(image), atol=1e-12)

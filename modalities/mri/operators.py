@@ -58,7 +58,11 @@ _DIMS = (-2, -1)
 
 
 def fft2c(image: Tensor) -> Tensor:
-    """Centred, orthonormal 2-D FFT over the last two axes (image -> k-space)."""
+    """Centred, orthonormal 2-D FFT over the last two axes (image -> k-space).
+
+    The torch twin of :func:`scorerecon.modalities.io.kspace.image_to_kspace` (the project's one
+    FFT convention, stated there); tests/test_mri_physics.py checks the two agree.
+    """
     return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(image, dim=_DIMS), norm="ortho"), dim=_DIMS)
 
 
