@@ -88,15 +88,31 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def make_dataset(data_config: dict[str, Any], base_dir: str | os.PathLike | None = None
-                 ) -> PatchDataset | GaussianMixtureDataset:
-    """The training data a ``data`` config section describes (patches, or a toy mixture)."""
+def make_dataset(data_config: dict[str, Any], base_dir: str | os.PathLike | None = None) -> Any:
+    """The training data a ``data`` config section describes.
+
+    ``kind`` is ``patches`` (:class:`PatchDataset`), ``gaussian_mixture`` (a toy), or
+    ``"scorerecon.<module>:<Class>"`` for a task's own dataset (paired data for conditional
+    models: pan-sharpening, cloud removal, super-resolution, ...). A dataset has ``channels``,
+    optionally ``cond_channels``, ``describe()`` and ``sample_batch(batch, rng)``, which returns
+    either clean data ``x0`` or a pair ``(x0, cond)``.
+    """
     kind = data_config.get("kind", "patches")
     if kind == "patches":
         return PatchDataset(data_config, base_dir=base_dir)
     if kind == "gaussian_mixture":
         return GaussianMixtureDataset(data_config)
-    raise InputError(None, f"unknown data kind {kind!r}; expected 'patches' or 'gaussian_mixture'")
+    if isinstance(kind, str) and kind.startswith("scorerecon.") and ":" in kind:
+        import importlib
+
+        module_name, _, class_name = kind.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise InputError(None, f"data kind {kind!r} cannot be imported ({exc})") from None
+        return cls(data_config, base_dir=base_dir)
+    raise InputError(None, f"unknown data kind {kind!r}; expected 'patches', 'gaussian_mixture' "
+                           "or 'scorerecon.<module>:<Class>'")
 
 
 def dsm_loss(model: NetworkScoreModel, x0: Tensor, generator: torch.Generator | None = None,
@@ -178,6 +194,7 @@ class Trainer:
         if net_cfg.get("kind", "unet") == "unet":
             net_cfg.setdefault("spatial_dims", len(self.config["data"].get("patch_size", [0, 0])))
             net_cfg.setdefault("data_channels", self.dataset.channels)
+            net_cfg.setdefault("cond_channels", int(getattr(self.dataset, "cond_channels", 0)))
         else:
             net_cfg.setdefault("dim", self.dataset.channels)
         self.network_config = normalize_network_config(net_cfg)
@@ -212,9 +229,12 @@ class Trainer:
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x0 = self.dataset.sample_batch(int(train["batch_size"]), self.rng).to(self.device)
+        batch = self.dataset.sample_batch(int(train["batch_size"]), self.rng)
+        x0, cond = batch if isinstance(batch, tuple) else (batch, None)
+        x0 = x0.to(self.device)
+        cond = None if cond is None else cond.to(self.device)
         self.model.train()
-        loss = dsm_loss(self.model, x0, self.generator, float(train["eps"]), autocast=self.autocast)
+        loss = dsm_loss(self.model, x0, self.generator, float(train["eps"]), cond=cond, autocast=self.autocast)
         if not torch.isfinite(loss):
             raise RuntimeError(f"non-finite loss {loss.item()} at step {self.step + 1}; lower the learning rate")
         self.optimizer.zero_grad(set_to_none=True)

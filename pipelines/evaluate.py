@@ -142,7 +142,7 @@ def _entry(family: str, metrics: dict[str, Any], nfe: int, seconds: float, **ext
 
 def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str | Path | None = None,
              accel: float = 4.0, mask: str = "random", views: int | None = None, arc: float | None = None,
-             nfe: int = 50, seed: int = 0, solvers: list[str] | None = None, baselines: list[str] | None = None,
+             nfe: int | None = 50, seed: int = 0, solvers: list[str] | None = None, baselines: list[str] | None = None,
              crop: int | None = None, downsample: int = 1, device: str = "cpu",
              log: Any = None) -> dict[str, Any]:
     """Run baselines and diffusion solvers on held-out slices; returns the result dict (schema above)."""
@@ -159,6 +159,7 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
     bad = [s for s in solvers if s not in SOLVERS]
     if bad:
         raise InputError(None, f"unknown solver(s) {bad}; choose from {list(SOLVERS)}")
+    nfe = 50 if nfe is None else int(nfe)
     if nfe < 1:
         raise InputError(None, f"--nfe must be >= 1, got {nfe}")
     checkpoint = str(checkpoint or DEFAULT_CHECKPOINTS[task])
@@ -233,19 +234,48 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
     return {"task": task, "convention": CONVENTIONS[task], "params": params, "methods": methods}
 
 
-def markdown_table(result: dict[str, Any]) -> str:
-    """The methods of an evaluate result as a markdown table (best PSNR of each family marked)."""
+# Metrics where smaller is better; every other metric column is "higher is better".
+LOWER_IS_BETTER = frozenset({"nmse", "sam", "ergas", "mae", "mae_inside", "mae_outside", "sam_inside",
+                             "sam_outside", "d_lambda", "d_s", "rmse"})
+_NOT_METRICS = ("family", "nfe", "seconds")
+
+
+def markdown_table(result: dict[str, Any], primary: str | None = None) -> str:
+    """The methods of an evaluate result as a markdown table.
+
+    Columns are the numeric metrics the methods report (in the order the first method lists
+    them), then NFE and seconds; the best method of each family on ``primary`` (default: PSNR
+    if reported, else the first metric) is marked with ``*``.
+    """
     methods = result["methods"]
+    columns: list[str] = []
+    for m in methods.values():
+        for key, value in m.items():
+            if key not in _NOT_METRICS and key not in columns and isinstance(value, (int, float)) \
+                    and not isinstance(value, bool):
+                columns.append(key)
+    primary = primary or ("psnr" if "psnr" in columns else (columns[0] if columns else None))
+    sign = -1.0 if primary in LOWER_IS_BETTER else 1.0
     best = {}
     for fam in ("classical", "diffusion"):
-        fam_methods = {k: v for k, v in methods.items() if v["family"] == fam}
-        if fam_methods:
-            best[fam] = max(fam_methods, key=lambda k: fam_methods[k]["psnr"])
-    lines = ["| method | family | PSNR (dB) | SSIM | NMSE | NFE | seconds |", "|---|---|---|---|---|---|---|"]
+        scored = {k: v for k, v in methods.items() if v.get("family") == fam and primary in v}
+        if scored:
+            best[fam] = max(scored, key=lambda k: sign * scored[k][primary])
+
+    def cell(value: Any, key: str) -> str:
+        if not isinstance(value, (int, float)):
+            return "–"
+        if key in ("psnr", "sam", "ergas") or key.startswith(("psnr", "sam")):
+            return f"{value:.2f}"
+        return f"{value:.4f}"
+
+    header = "| method | family | " + " | ".join(columns) + " | NFE | seconds |"
+    lines = [header, "|" + "---|" * (len(columns) + 4)]
     for name, m in methods.items():
-        mark = " *" if best.get(m["family"]) == name else ""
-        lines.append(f"| {name}{mark} | {m['family']} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['nmse']:.4f} | "
-                     f"{m['nfe']} | {m['seconds']:.1f} |")
+        mark = " *" if best.get(m.get("family")) == name else ""
+        cells = " | ".join(cell(m.get(c), c) for c in columns)
+        lines.append(f"| {name}{mark} | {m.get('family', '')} | {cells} | {m.get('nfe', 0)} | "
+                     f"{m.get('seconds', 0.0):.1f} |")
     return "\n".join(lines)
 
 
@@ -255,25 +285,52 @@ def _csv(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+# Tasks whose evaluation lives in its own module: ``evaluate_from_args(args, log) -> result``.
+TASK_EVALUATORS = {
+    "pansharpen": "scorerecon.pipelines.evaluate_remote",
+    "cloud": "scorerecon.pipelines.evaluate_remote",
+    "sr": "scorerecon.pipelines.evaluate_natural",
+    "deblur": "scorerecon.pipelines.evaluate_natural",
+    "denoise": "scorerecon.pipelines.evaluate_natural",
+    "inpaint": "scorerecon.pipelines.evaluate_natural",
+    "lowlight": "scorerecon.pipelines.evaluate_natural",
+}
+TASKS = ("mri", "ct", *TASK_EVALUATORS)
+
+
+def _evaluate_medical(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    if args.input is None or len(args.input) != 1:
+        raise InputError(None, f"--task {args.task} needs exactly one --input image store")
+    if args.slices is None:
+        raise InputError(args.input[0], f"--task {args.task} needs --slices (held-out slice indices)")
+    if args.task == "ct" and (args.views is None) == (args.arc is None):
+        raise InputError(None, "--task ct needs exactly one of --views N (sparse view) or --arc DEG (limited angle)")
+    return evaluate(args.task, args.input[0], parse_slices(args.slices), checkpoint=args.checkpoint,
+                    accel=args.accel, mask=args.mask or "random", views=args.views, arc=args.arc, nfe=args.nfe,
+                    seed=args.seed, solvers=_csv(args.solvers), baselines=_csv(args.baselines), crop=args.crop,
+                    downsample=args.downsample, device=args.device, log=log)
+
+
 def _run(args: argparse.Namespace) -> int:
+    import importlib
+
     import torch
 
     from scorerecon.models.checkpoint import atomic_write_json
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.task == "ct" and (args.views is None) == (args.arc is None):
-        raise InputError(None, "--task ct needs exactly one of --views N (sparse view) or --arc DEG (limited angle)")
+    log = None if args.quiet else (lambda msg: print(f"  {msg}", flush=True))
     start = time.perf_counter()
-    result = evaluate(args.task, args.input, parse_slices(args.slices), checkpoint=args.checkpoint, accel=args.accel,
-                      mask=args.mask, views=args.views, arc=args.arc, nfe=args.nfe, seed=args.seed,
-                      solvers=_csv(args.solvers), baselines=_csv(args.baselines), crop=args.crop,
-                      downsample=args.downsample, device=args.device,
-                      log=None if args.quiet else (lambda msg: print(f"  {msg}", flush=True)))
+    if args.task in ("mri", "ct"):
+        result = _evaluate_medical(args, log)
+    else:
+        result = importlib.import_module(TASK_EVALUATORS[args.task]).evaluate_from_args(args, log)
+    primary = result.pop("_primary", None)  # the metric that ranks methods in the table (e.g. "ergas")
     result["params"]["wall_seconds"] = round(time.perf_counter() - start, 2)
     if args.json:
         atomic_write_json(Path(args.json), result)
-    print(markdown_table(result))
+    print(markdown_table(result, primary=primary))
     from scorerecon.pipelines.hardware import one_line
 
     print(f"\n{result['convention']}\n{one_line(args.device)}")
@@ -282,23 +339,37 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate",
-                                   help="baselines vs. diffusion solvers on held-out slices -> JSON + table",
+                                   help="baselines vs. diffusion solvers on held-out real data -> JSON + table",
                                    description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", choices=("mri", "ct"), required=True)
-    parser.add_argument("--input", type=Path, required=True, help="image store with the ground-truth volume")
-    parser.add_argument("--slices", required=True, help="held-out slice indices: 85,95 or 80:100[:step]")
-    parser.add_argument("--checkpoint", default=None, help="prior (default: checkpoints/brain_ddpm | head_ct_ddpm)")
-    parser.add_argument("--accel", type=float, default=4.0, help="MRI acceleration R (default 4)")
-    parser.add_argument("--mask", default="random", help="MRI mask: random | equispaced | poisson")
+    parser.add_argument("--task", choices=TASKS, required=True)
+    parser.add_argument("--input", type=Path, nargs="+", default=None,
+                        help="mri/ct: the image store with the ground-truth volume; natural tasks: image files")
+    parser.add_argument("--slices", default=None, help="mri/ct held-out slice indices: 85,95 or 80:100[:step]")
+    parser.add_argument("--checkpoint", default=None, help="prior (default: the task's checkpoint in checkpoints/)")
+    parser.add_argument("--accel", "--acceleration", dest="accel", type=float, default=4.0,
+                        help="MRI acceleration R (default 4)")
+    parser.add_argument("--mask", default=None,
+                        help="MRI: random | equispaced | poisson; inpaint: box | random | strokes; cloud: a mask file")
     parser.add_argument("--views", type=int, default=None, help="CT sparse view: number of views over [0, 180)")
     parser.add_argument("--arc", type=float, default=None, help="CT limited angle: arc in degrees (1 view/degree)")
-    parser.add_argument("--nfe", type=int, default=50, help="network evaluations per diffusion solver (default 50)")
-    parser.add_argument("--seed", type=int, default=0, help="mask and sampler seed")
-    parser.add_argument("--solvers", default=None, help="comma list from dc,projection,dps,dds,prox (default all)")
-    parser.add_argument("--baselines", default=None,
-                        help="comma list (MRI: zero_filled,tv,l1_wavelet; CT: fbp,sart,tv; default all)")
-    parser.add_argument("--crop", type=int, default=None, help="centre-crop slices to N x N (after --downsample)")
-    parser.add_argument("--downsample", type=int, default=1, help="average F x F pixel blocks first (default 1)")
+    parser.add_argument("--nfe", type=int, default=None, help="network evaluations per diffusion solver "
+                                                              "(default: 50 medical, the task's default otherwise)")
+    parser.add_argument("--seed", type=int, default=0, help="mask, degradation and sampler seed")
+    parser.add_argument("--solvers", default=None, help="comma list of diffusion solvers (default: all of the task's)")
+    parser.add_argument("--baselines", default=None, help="comma list of classical baselines (default: all)")
+    parser.add_argument("--crop", type=int, default=None, help="centre-crop to N x N (after --downsample)")
+    parser.add_argument("--downsample", type=int, default=1, help="MRI/CT: average F x F pixel blocks first")
+    # natural images
+    parser.add_argument("--scale", type=int, default=4, help="sr: downsampling factor (2 or 4)")
+    parser.add_argument("--sigma", type=float, default=25.0, help="denoise: noise sigma on the 0..255 scale")
+    parser.add_argument("--kernel", default="gaussian", help="deblur: gaussian | motion")
+    # remote sensing
+    parser.add_argument("--ms", type=Path, nargs="+", default=None, help="pansharpen: multispectral band files")
+    parser.add_argument("--pan", type=Path, default=None, help="pansharpen: panchromatic file (else synthesised)")
+    parser.add_argument("--ratio", type=int, default=None, help="pansharpen: PAN/MS resolution ratio")
+    parser.add_argument("--clear", type=Path, default=None, help="cloud: clear reference (GeoTIFF/JP2 or .npy)")
+    parser.add_argument("--cloudy", type=Path, default=None, help="cloud: cloudy input (GeoTIFF/JP2 or .npy)")
+    parser.add_argument("--samples", type=int, default=None, help="cloud: posterior samples for mean and std")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="write the result JSON here (atomically)")

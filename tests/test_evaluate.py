@@ -128,3 +128,17 @@ def test_reconstruct_bad_inputs_give_one_line_and_no_output(stores, tmp_path, ca
     assert rc == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("scorerecon: error:")
     assert not out.exists() and not list(tmp_path.glob(".out.zarr.partial-*"))
+
+
+def test_markdown_table_ranks_by_the_primary_metric() -> None:
+    """Columns follow the metrics the methods report; lower-is-better metrics rank the right way."""
+    from scorerecon.pipelines.evaluate import markdown_table
+
+    result = {"methods": {
+        "brovey": {"family": "classical", "ergas": 3.1, "sam": 2.0, "nfe": 0, "seconds": 0.1},
+        "gsa": {"family": "classical", "ergas": 2.4, "sam": 2.2, "nfe": 0, "seconds": 0.1},
+        "residual_diffusion": {"family": "diffusion", "ergas": 2.0, "sam": 1.8, "nfe": 10, "seconds": 3.0}}}
+    table = markdown_table(result, primary="ergas").splitlines()
+    assert table[0] == "| method | family | ergas | sam | NFE | seconds |"
+    marked = [line.split("|")[1].strip() for line in table[2:] if " *" in line]
+    assert marked == ["gsa *", "residual_diffusion *"]
