@@ -465,20 +465,29 @@ def _samples_section(paths: list[Path]) -> str:
     return f'<div class="grid">{"".join(figures)}</div>'
 
 
-def build_report(outdir: Path, title: str | None = None) -> str:
-    """The report's HTML for the run in ``outdir`` (every image embedded)."""
+def build_report(outdir: Path, title: str | None = None, only: Iterable[Path] | None = None) -> str:
+    """The report's HTML for the run in ``outdir`` (every image embedded).
+
+    ``only`` (optional) lists the stores, sample PNGs and evaluation JSONs of *this* run: files
+    left in ``outdir`` by an earlier run with another config are then not reported as this run's.
+    """
     outdir = Path(outdir)
     if not outdir.is_dir():
         raise InputError(outdir, "output directory does not exist")
+    wanted = None if only is None else {Path(p).resolve() for p in only}
+
+    def keep(paths: Iterable[Path]) -> list[Path]:
+        return [p for p in paths if wanted is None or p.resolve() in wanted]
+
     sections: list[tuple[str, str, str]] = []  # (anchor, heading, body)
 
-    stores = find_stores(outdir)
+    stores = keep(find_stores(outdir))
     if stores:
         sections.append(("stores", f"Ingested stores ({len(stores)})", "".join(_store_panel(p) for p in stores)))
-    samples = sorted((outdir / "samples").glob("*.png"))
+    samples = keep(sorted((outdir / "samples").glob("*.png")))
     if samples:
         sections.append(("samples", "Samples from the priors", _samples_section(samples)))
-    evaluations = read_evaluations(outdir)
+    evaluations = [(p, d) for p, d in read_evaluations(outdir) if wanted is None or p.resolve() in wanted]
     if evaluations:
         sections.append(("evaluation", "Evaluation",
                          "".join(_evaluation_panel(p, d) for p, d in evaluations)))
@@ -520,9 +529,9 @@ def _write_atomic(path: Path, text: str) -> Path:
     return path
 
 
-def write_report(outdir: Path, output: Path, title: str | None = None) -> Path:
+def write_report(outdir: Path, output: Path, title: str | None = None, only: Iterable[Path] | None = None) -> Path:
     """Build the report for ``outdir`` and write it to ``output`` atomically."""
-    return _write_atomic(Path(output), build_report(Path(outdir), title))
+    return _write_atomic(Path(output), build_report(Path(outdir), title, only))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -533,7 +542,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.outdir is None:
         print("scorerecon report: error: --outdir is required (unless --hardware)", file=sys.stderr)
         return 2
-    out = write_report(args.outdir, args.output, args.title)
+    out = write_report(args.outdir, args.output, args.title, args.only)
     print(f"wrote {out}")
     return 0
 
@@ -548,6 +557,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True,
                         help="the HTML file to write (the JSON file with --hardware)")
     parser.add_argument("--title", help="page title (default: 'scorerecon report: OUTDIR')")
+    parser.add_argument("--only", type=Path, nargs="*", default=None,
+                        help="report only these stores / sample PNGs / evaluation JSONs of OUTDIR (the workflow "
+                        "passes this run's outputs, so leftovers of an earlier config are not shown)")
     parser.add_argument("--hardware", action="store_true",
                         help="write this machine's description as JSON to --output and exit (the workflow's "
                         "`hardware` rule runs it inside a GPU job)")

@@ -203,3 +203,15 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     assert len(colours) > 500, f"only {len(colours)} distinct colours: images did not render"
     # the header's colour (#1f3b5a) proves the page's own styling rendered, not an error page
     assert np.abs(pixels[8, 8].astype(int) - [0x1F, 0x3B, 0x5A]).max() <= 6
+
+
+def test_only_this_runs_outputs_are_reported(run_dir: Path) -> None:
+    """Stores and evaluations an earlier config left in the folder are not shown as this run's."""
+    from scorerecon.pipelines.report import build_report
+
+    html_text = build_report(run_dir, only=[run_dir / "stores" / "kodak.zarr",
+                                            run_dir / "eval" / "mri_cartesian_r4.json"])
+    assert 'id="store-kodak"' in html_text
+    assert 'id="store-brain_mri"' not in html_text and 'id="store-phantom_kspace"' not in html_text
+    assert "mri_cartesian_r4" in html_text and "broken.json" not in html_text
+    assert "Samples from the priors" not in html_text

@@ -22,14 +22,19 @@ rule hardware:
 rule report:
     """One self-contained HTML page: store previews + geometry/provenance, samples, evaluation, timings."""
     input:
-        ingest_targets(),
-        export_targets(),
-        sample_targets(),
-        f"{OUT}/hardware.json",
+        stores=ingest_targets(),
+        exports=export_targets(),
+        samples=sample_targets(),
+        evaluations=evaluate_targets(),
+        hardware=f"{OUT}/hardware.json",
     output:
         f"{OUT}/report.html",
     params:
         outdir=lambda wc, output: str(Path(output[0]).parent),
+        # only this config's stores, samples and evaluations (not leftovers of an earlier config)
+        only=lambda wc, input: " ".join(
+            shlex.quote(p) for p in [*input.stores, *input.samples, *input.evaluations]
+        ),
     conda:
         "../environment.yml"
     log:
@@ -40,4 +45,4 @@ rule report:
         mem_mb=2000,
         runtime=15,
     shell:
-        "scorerecon report --outdir {params.outdir:q} -o {output:q} > {log:q} 2>&1"
+        "scorerecon report --outdir {params.outdir:q} -o {output:q} --only {params.only} > {log:q} 2>&1"
