@@ -177,3 +177,19 @@ def test_kill_9_mid_ingest_then_rerun_matches_an_uninterrupted_run(tmp_path: Pat
     # and a third run has nothing left to do
     result = run_snakemake(*args, cwd=work)
     assert result.returncode == 0 and "Nothing to be done" in result.stdout, tail(result.stdout)
+
+
+def test_config_files_have_no_duplicate_keys() -> None:
+    """YAML silently keeps the last of two equal keys; a duplicated input would drop its settings."""
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            duplicated = sorted({str(k) for k in keys if keys.count(k) > 1})
+            assert not duplicated, f"{node.start_mark}: duplicate keys {duplicated}"
+            return super().construct_mapping(node, deep=deep)
+
+    files = sorted((REPO / "workflows").rglob("*.yaml"))
+    assert len(files) > 3
+    for path in files:
+        yaml.load(path.read_text(), Loader=StrictLoader)
