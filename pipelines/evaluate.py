@@ -144,8 +144,13 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
              accel: float = 4.0, mask: str = "random", views: int | None = None, arc: float | None = None,
              nfe: int | None = 50, seed: int = 0, solvers: list[str] | None = None, baselines: list[str] | None = None,
              crop: int | None = None, downsample: int = 1, device: str = "cpu",
-             log: Any = None) -> dict[str, Any]:
-    """Run baselines and diffusion solvers on held-out slices; returns the result dict (schema above)."""
+             log: Any = None, variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run baselines and diffusion solvers on held-out slices; returns the result dict (schema above).
+
+    ``variants`` adds named runs of a solver with other settings, e.g. ``{"dc_pc1000": {"solver":
+    "dc", "nfe": 1000, "sampler": "pc"}}`` (score-SDE's predictor-corrector sampler at 1000 NFE
+    with the same data step), for few-step vs. many-step comparisons on the same model.
+    """
     import torch
 
     from scorerecon.modalities.metrics import ct_metrics, image_metrics
@@ -223,9 +228,15 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
         problem = ct_problem(sino, geometry, pixel_mm, model.card["data"]["normalization"])
 
     params["solver_settings"] = {s: problem.spec(s) for s in solvers}
-    for solver in solvers:
+    runs = [(s, s, nfe, {}) for s in solvers]
+    for name, variant in (variants or {}).items():
+        settings = dict(variant)
+        base, budget = settings.pop("solver"), int(settings.pop("nfe", nfe))
+        runs.append((name, base, budget, settings))
+        params["solver_settings"][name] = {**problem.spec(base, **settings), "solver": base, "nfe": budget}
+    for solver, base, budget, settings in runs:
         with torch.no_grad():
-            rec = reconstruct(problem, model, solver, nfe=nfe, seed=seed, device=device)
+            rec = reconstruct(problem, model, base, nfe=budget, seed=seed, device=device, **settings)
         est = rec.image.detach().cpu()
         metrics = image_metrics(truth, est.abs()) if task == "mri" else ct_metrics(truth, est[:, 0].numpy())
         residual = float(problem.residual(rec.model_state.cpu()).mean())
@@ -237,7 +248,7 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
 # Metrics where smaller is better; every other metric column is "higher is better".
 LOWER_IS_BETTER = frozenset({"nmse", "sam", "ergas", "mae", "mae_inside", "mae_outside", "sam_inside",
                              "sam_outside", "d_lambda", "d_s", "rmse"})
-_NOT_METRICS = ("family", "nfe", "seconds")
+_NOT_METRICS = ("family", "nfe", "seconds", "data_range")
 
 
 def markdown_table(result: dict[str, Any], primary: str | None = None) -> str:
@@ -277,6 +288,25 @@ def markdown_table(result: dict[str, Any], primary: str | None = None) -> str:
         lines.append(f"| {name}{mark} | {m.get('family', '')} | {cells} | {m.get('nfe', 0)} | "
                      f"{m.get('seconds', 0.0):.1f} |")
     return "\n".join(lines)
+
+
+def family_summary(result: dict[str, Any], primary: str = "psnr") -> str:
+    """One line: the best diffusion method against the best classical one (by ``primary``)."""
+    methods = result["methods"]
+    sign = -1.0 if primary in LOWER_IS_BETTER else 1.0
+    best = {}
+    for fam in ("classical", "diffusion"):
+        scored = {k: v for k, v in methods.items() if v.get("family") == fam and primary in v}
+        if scored:
+            best[fam] = max(scored, key=lambda k: sign * scored[k][primary])
+    if len(best) < 2:
+        return ""
+    c, d = methods[best["classical"]], methods[best["diffusion"]]
+    text = (f"best diffusion {best['diffusion']} {primary} {d[primary]:.4g} vs best classical {best['classical']} "
+            f"{c[primary]:.4g} ({d[primary] - c[primary]:+.3g})")
+    if primary == "psnr" and "ssim" in c and "ssim" in d:
+        text += f"; SSIM {d['ssim']:.4f} vs {c['ssim']:.4f} ({d['ssim'] - c['ssim']:+.4f})"
+    return text
 
 
 def _csv(text: str | None) -> list[str] | None:
