@@ -20,8 +20,8 @@ setting here was tuned on evaluation slices.
 Metrics (DESIGN.md section 3): MRI fastMRI conventions on magnitudes (PSNR with data range = max
 of the reference volume, SSIM per slice with skimage's 7x7 window, NMSE); CT on HU windowed to
 [-1000, 400] -> [0, 1] with data range 1. The JSON (``--json``) is
-``{"task", "convention", "params", "methods": {NAME: {"family", "psnr", "ssim", "nmse", "nfe",
-"seconds", ...}}}``; a markdown table goes to stdout.
+``{"task", "convention", "params", "slices", "methods": {NAME: {"family", "psnr", "ssim", "nmse",
+"nfe", "seconds", ...}}}``; a markdown table goes to stdout.
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
         residual = float(problem.residual(rec.model_state.cpu()).mean())
         methods[solver] = _entry("diffusion", metrics, rec.nfe, rec.seconds, relative_data_residual=round(residual, 6))
         say(f"{solver}: {methods[solver]['psnr']:.2f} dB, {rec.nfe} NFE, {rec.seconds:.1f} s")
-    return {"task": task, "convention": CONVENTIONS[task], "params": params, "methods": methods}
+    return {"task": task, "convention": CONVENTIONS[task], "params": params, "slices": slices, "methods": methods}
 
 
 # Metrics where smaller is better; every other metric column is "higher is better".

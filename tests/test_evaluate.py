@@ -38,7 +38,8 @@ def stores(tmp_path_factory) -> dict[str, Path]:
 
 
 def _check_schema(result: dict, task: str) -> None:
-    assert set(result) >= {"task", "convention", "params", "methods"}
+    assert set(result) >= {"task", "convention", "params", "slices", "methods"}
+    assert result["slices"] == result["params"]["slices"]
     assert result["task"] == task and isinstance(result["convention"], str) and result["convention"]
     assert {m["family"] for m in result["methods"].values()} == {"classical", "diffusion"}
     for name, m in result["methods"].items():
