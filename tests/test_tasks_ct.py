@@ -3,7 +3,7 @@
 Mechanics only: every solver reduces the sinogram misfit of the prior's own sample and returns
 finite HU, DDS reduces ``||A x - y||`` below the unguided sample's, and TV along z by ADMM makes a
 small volume smoother along z than the same data step slice by slice. Whether diffusion beats
-FBP / TV is measured by benchmarks/medical.py, not asserted here.
+FBP / TV is measured by benchmarks/ct.py, not asserted here.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 What is checked is the mechanics -- every solver moves the prior's sample towards the data and
 stays finite, hard data consistency reproduces the measured k-space, the ACS phase estimate,
 posterior spread where k-space is unmeasured -- never that diffusion beats a baseline (that is
-measured by benchmarks/medical.py).
+measured by benchmarks/mri.py).
 """
 
 from __future__ import annotations
