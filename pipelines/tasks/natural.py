@@ -1,0 +1,256 @@
+"""Natural-image restoration on the score core: zero-shot solvers on one prior, conditional models.
+
+Zero-shot (one unconditional RGB prior, ``checkpoints/kodak_prior``; every solver is
+:func:`scorerecon.models.samplers.sample` plus one guidance object, via
+:func:`scorerecon.pipelines.tasks.reconstruct`):
+
+============ ====================================================================================
+``dps``      diffusion posterior sampling (Chung et al., ICLR 2023): the core's
+             :class:`~scorerecon.models.guidance.DPSGuidance`; the step is divided by
+             ``||A||`` (the residual-normalised step moves ``x`` by about ``2 step ||A||``), so
+             the bicubic operator (norm ~1/4) gets the same effective step as a blur or mask.
+``ddrm``     DDRM (Kawar, Elad, Ermon & Song, NeurIPS 2022, Eq. 7-8) as a guidance hook,
+             :class:`DDRMGuidance`: after each DDIM update the state's measured spectral
+             components (``V^T x``, ``s > 0``) are replaced by DDRM's update from the
+             measurement ``U^T y / s`` and the network's ``x0``; unmeasured components keep the
+             DDIM update (DDRM's own rule for them, with the same ``eta``). Needs the operator's
+             cheap SVD (:class:`~scorerecon.modalities.natural.degradations.SVDOperator`): blur
+             (Fourier), bicubic (Kronecker of two small SVDs), inpainting mask, identity.
+``prox``     DiffPIR (Zhu et al., CVPRW 2023): the core's exact proximal data step on ``x0_hat``
+             (:class:`~scorerecon.models.guidance.ProximalDataStep`) with DiffPIR's
+             ``rho_t = lam sigma_n^2 / (sigma_t / alpha_t)^2`` when the measurement is noisy;
+             few steps (it is the solver that works at low NFE).
+``tweedie``  denoising only, 1 NFE: the prior's ``x0`` prediction at the time ``t`` where the
+             forward process's noise ``sigma_t / alpha_t`` equals the measurement noise, applied
+             to ``alpha_t y`` -- Tweedie's formula, i.e. the prior's MMSE denoiser (the state
+             DDRM / DiffPIR would start from at that ``t``; the core's samplers always start at
+             ``t = 1``, so it is a direct network call, not a sampler run). ``tweedie_x8``
+             averages it over the 8 flips / rotations (8 NFE).
+============ ====================================================================================
+
+Conditional (SR3 / GSAD-style): :func:`restore_conditional` draws a few DDIM samples from a
+model trained with the degraded image as ``cond`` channels (``checkpoints/kodak_sr4``,
+``checkpoints/kodak_lowlight``) and returns their mean (a posterior-mean estimate).
+
+Model space. The priors see ``m = 2 x - 1`` for RGB ``x`` in ``[0, 1]`` (their cards'
+``data.normalization``); ``A x = y`` becomes ``A m = (y - b A 1) / a`` with ``x = a m + b``, the
+noise std ``sigma / a``. Operators are used as they are (no rescaling), so their SVDs and closed
+forms stay available.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from scorerecon.modalities.natural.degradations import SVDOperator
+from scorerecon.models.guidance import Guidance, GuidanceContext, LinearOperator, ProximalDataStep
+from scorerecon.models.samplers import sample
+from scorerecon.pipelines.tasks import Problem, Reconstruction, SliceModel, affine_from_normalization
+from scorerecon.pipelines.tasks import reconstruct as _reconstruct
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "NATURAL_SOLVERS",
+    "NATURAL_SOLVER_DEFAULTS",
+    "DDRMGuidance",
+    "natural_problem",
+    "restore_conditional",
+    "restore_zero_shot",
+    "tweedie_denoise",
+]
+
+NATURAL_SOLVERS: tuple[str, ...] = ("tweedie", "tweedie_x8", "ddrm", "prox", "dps")
+
+#: Natural-image solver settings, from a coordinate search on a TRAINING crop (kodim02, 64x64,
+#: 20 NFE; ``benchmarks/natural.py --tune-solvers``; the log is in docs/natural_images.md).
+#: DDRM ``eta`` (the paper's 0.85 was a grid point); DiffPIR ``lam`` for noisy measurements
+#: (``rho_t = lam sigma_n^2 / sigma_t^2``; noise-free ones use the constant
+#: :data:`NOISELESS_PROX_LAM`, near-hard consistency); DPS base step (divided by ``||A||``).
+#: ``eta = 1`` (ancestral) won for DiffPIR everywhere and for DDRM except blur and denoising.
+NATURAL_SOLVER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ddrm": {"sampler": "ddim", "eta": 1.0, "eta_b": 1.0},
+    "prox": {"sampler": "ddim", "eta": 1.0, "lam": 30.0},
+    "dps": {"sampler": "ddim", "eta": 1.0, "step_size": 1.0},
+}
+NOISELESS_PROX_LAM = 1e-2
+#: Per-operator changes to :data:`NATURAL_SOLVER_DEFAULTS` (same search). DPS diverges on the
+#: bicubic and blur operators at 20 NFE for every base step in {0.25, ..., 3}; the smaller steps
+#: here are the least bad of {0.02, 0.05, 0.1} (it needs >= 50 NFE there).
+OPERATOR_SOLVER_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "BicubicDown": {"dps": {"step_size": 0.1}},
+    "Blur": {"ddrm": {"eta": 0.85}, "dps": {"step_size": 0.05}},
+    "Identity": {"ddrm": {"eta": 0.0}},
+    "Inpainting": {},
+}
+
+
+def _b(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+class DDRMGuidance(Guidance):
+    """DDRM's update of the measured spectral components, as an ``on_state`` hook on DDIM.
+
+    With ``c = V^T (x / alpha)`` the variance-exploding form of the state at level
+    ``sigma = sigma_s / alpha_s`` (the level the DDIM update just moved to), ``c0 = V^T x0_hat``
+    from the network call at the previous level, ``ybar = U^T y / s`` and ``sy = sigma_y / s``:
+
+    * ``s = 0``: ``c`` is kept (DDIM with ``eta`` is DDRM's rule for unseen components);
+    * ``sigma < sy``: ``c0 + sqrt(1 - eta^2) sigma (ybar - c0) / sy + eta sigma z``;
+    * ``sigma >= sy``: ``(1 - eta_b) c0 + eta_b ybar + sqrt(sigma^2 - eta_b^2 sy^2) z``;
+
+    with ``z = V^T`` of white noise from the sampler's stream. On the final (noise-free) update
+    ``sigma = 0`` gives ``c0`` for noisy and ``ybar`` for exact measurements.
+    """
+
+    def __init__(self, operator: SVDOperator, y: Tensor, noise_std: float = 0.0, eta: float = 0.85,
+                 eta_b: float = 1.0) -> None:
+        if not isinstance(operator, SVDOperator):
+            raise ValueError("DDRM needs an operator with a cheap SVD (an SVDOperator)")
+        self.operator, self.y, self.noise_std = operator, y, float(noise_std)
+        self.eta, self.eta_b = float(eta), float(eta_b)
+        self._ybar: Tensor | None = None
+
+    def on_state(self, x: Tensor, ctx: GuidanceContext) -> Tensor:
+        if ctx.stage != "predictor":
+            return x
+        op = self.operator
+        alpha = _b(ctx.alpha, x)
+        level = _b(ctx.sigma / ctx.alpha, x)
+        c = op.Vt(x / alpha)
+        c0 = op.Vt(ctx.pred.x0.detach())
+        if self._ybar is None:
+            self._ybar = op.spectral_measurement(self.y.to(x))
+        s = op.singular_values(c0)
+        z = op.Vt(ctx.randn(x))
+        measured = s > 0
+        sy = self.noise_std / torch.where(measured, s, torch.ones_like(s))
+        weak = level < sy  # the measurement is noisier than the state: blend towards it
+        b1 = c0 + ((1.0 - self.eta**2) ** 0.5) * level * (self._ybar - c0) / sy.clamp_min(1e-12) + self.eta * level * z
+        b2 = ((1.0 - self.eta_b) * c0 + self.eta_b * self._ybar
+              + torch.sqrt((level**2 - (self.eta_b * sy) ** 2).clamp_min(0.0)) * z)
+        out = torch.where(measured, torch.where(weak, b1, b2), c)
+        return alpha * op.V(out)
+
+
+def natural_problem(y: Tensor, operator: LinearOperator, card: dict[str, Any], sigma: float = 0.0) -> Problem:
+    """The linear problem ``y = A x + n`` (``x`` RGB in ``[0, 1]``, ``sigma`` on 0..255) in ``card``'s model space."""
+    a, b = affine_from_normalization(card["data"]["normalization"])
+    ones = torch.ones(1, *y.shape[1:2], *_image_shape(operator, y), dtype=y.dtype)
+    y_model = (y - b * operator.A(ones)) / a
+    noise_model = sigma / 255.0 / a
+    shape = (y.shape[0], y.shape[1], *_image_shape(operator, y))
+    smax = 1.0
+    if isinstance(operator, SVDOperator):
+        smax = float(operator.singular_values(torch.zeros(1)).max())
+    defaults = {k: dict(v) for k, v in NATURAL_SOLVER_DEFAULTS.items()}
+    if sigma <= 0:
+        defaults["prox"]["lam"] = NOISELESS_PROX_LAM
+    for solver, settings in OPERATOR_SOLVER_DEFAULTS.get(type(operator).__name__, {}).items():
+        defaults[solver].update(settings)
+    defaults["dps"]["step_size"] = defaults["dps"]["step_size"] / smax
+    info = {"operator": type(operator).__name__, "noise_sigma_255": sigma, "noise_std_model": noise_model,
+            "normalization": {"a": a, "b": b}, "operator_norm": smax, "ddrm": defaults.pop("ddrm")}
+    return Problem(operator, y_model, shape, lambda m: a * m + b, info, solver_defaults=defaults)
+
+
+def _image_shape(operator: LinearOperator, y: Tensor) -> tuple[int, int]:
+    shape = getattr(operator, "shape", None)
+    return tuple(int(s) for s in shape) if shape is not None else tuple(y.shape[-2:])
+
+
+def _dihedral(x: Tensor, k: int, inverse: bool = False) -> Tensor:
+    """The ``k``-th of the 8 flips / quarter turns of the last two dims (or its inverse)."""
+    if not inverse:
+        x = x.flip(-1) if k >= 4 else x
+        return torch.rot90(x, k % 4, dims=(-2, -1))
+    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
+    return x.flip(-1) if k >= 4 else x
+
+
+def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "cpu", ensemble: int = 1
+                    ) -> Reconstruction:
+    """MMSE denoising (identity operator only): ``x0_hat(alpha_t y, t)`` with ``sigma_t / alpha_t = sigma_y``.
+
+    One NFE; ``ensemble = 8`` averages the estimates over the 8 flips / rotations of the input
+    (the test-time "self-ensemble" of Timofte, Rothe & Van Gool, CVPR 2016; the prior was trained
+    with the same augmentation), at 8 NFE.
+    """
+    if ensemble not in (1, 8):
+        raise ValueError("ensemble must be 1 or 8")
+    sigma_y = float(problem.info["noise_std_model"])
+    if sigma_y <= 0:
+        raise ValueError("Tweedie denoising needs a noisy measurement (sigma > 0)")
+    sde = model.sde
+    lo, hi = float(sde.eps), float(sde.T)
+    for _ in range(60):  # bisection: sigma/alpha increases with t
+        mid = 0.5 * (lo + hi)
+        t = torch.tensor([mid], dtype=torch.float64)
+        ratio = float(sde.sigma(t) / sde.alpha(t))
+        lo, hi = (mid, hi) if ratio < sigma_y else (lo, mid)
+    t = torch.full((problem.shape[0],), 0.5 * (lo + hi), dtype=torch.float32, device=device)
+    wrapped = model if isinstance(model, SliceModel) else SliceModel(model)
+    start = time.perf_counter()
+    with torch.no_grad():
+        x_t = _b(sde.alpha(t), problem.y) * problem.y.to(device, torch.float32)
+        x0 = torch.stack([_dihedral(wrapped.predict(_dihedral(x_t, k), t).x0, k, inverse=True)
+                          for k in range(ensemble)]).mean(0)
+    seconds = time.perf_counter() - start
+    return Reconstruction(x0, problem.to_physical(x0), None, ensemble, seconds, "tweedie",
+                          {"t": float(t[0]), "sigma_model": sigma_y, "ensemble": ensemble}, [])
+
+
+def restore_zero_shot(problem: Problem, model: Any, solver: str, nfe: int = 20, seed: int = 0,
+                      device: torch.device | str = "cpu", n_samples: int = 1, **overrides: Any) -> Reconstruction:
+    """Run one of :data:`NATURAL_SOLVERS` on ``problem`` under the unconditional ``model``.
+
+    ``n_samples > 1`` returns the mean of that many posterior samples (seeds ``seed, seed + 1,
+    ...``; ``nfe`` per sample): a Monte-Carlo posterior mean, which PSNR rewards over one sample.
+    """
+    if solver in ("tweedie", "tweedie_x8"):
+        return tweedie_denoise(problem, model, device, ensemble=8 if solver == "tweedie_x8" else 1)
+    sigma_y = float(problem.info.get("noise_std_model", 0.0))
+    if solver == "ddrm":
+        spec = {**problem.info.get("ddrm", NATURAL_SOLVER_DEFAULTS["ddrm"]), **overrides}
+        rec = _reconstruct(problem, model, "dc", nfe=nfe, seed=seed, device=device, eta=spec["eta"],
+                           n_samples=n_samples,
+                           guidance=lambda op, y: DDRMGuidance(op, y, sigma_y, spec["eta"], spec["eta_b"]))
+        rec.solver, rec.spec = "ddrm", spec
+        return rec
+    if solver == "prox":
+        lam = overrides.pop("lam", problem.spec("prox")["lam"])
+        if sigma_y > 0:  # DiffPIR's noise-aware rho_t
+            rec = _reconstruct(problem, model, "prox", nfe=nfe, seed=seed, device=device, lam=lam, n_samples=n_samples,
+                               guidance=lambda op, y: ProximalDataStep(op, y, lam=lam, noise_std=sigma_y), **overrides)
+        else:
+            rec = _reconstruct(problem, model, "prox", nfe=nfe, seed=seed, device=device, lam=lam,
+                               n_samples=n_samples, **overrides)
+        return rec
+    if solver == "dps":
+        return _reconstruct(problem, model, "dps", nfe=nfe, seed=seed, device=device, n_samples=n_samples,
+                            **overrides)
+    raise ValueError(f"unknown natural-image solver {solver!r}; expected one of {list(NATURAL_SOLVERS)}")
+
+
+def restore_conditional(model: Any, cond: Tensor, nfe: int = 10, seed: int = 0, n_samples: int = 4,
+                        eta: float = 0.0, device: torch.device | str = "cpu") -> tuple[Tensor, int, float]:
+    """Mean of ``n_samples`` DDIM samples of a conditional model given ``cond`` (RGB in ``[0, 1]``).
+
+    Returns ``(image in [0, 1] scale (B, 3, H, W), NFE per sample, seconds)``; the samples ride in
+    one batch with per-sample seeds ``seed + k``.
+    """
+    a, b = affine_from_normalization(model.card["data"]["normalization"])
+    bsz = cond.shape[0]
+    cond_m = ((cond - b) / a).float().repeat(n_samples, 1, 1, 1).to(device)
+    wrapped = SliceModel(model, multiple=1)
+    mult = (2 ** (len(model.card["network"]["channels"]) - 1))
+    if any(s % mult for s in cond.shape[-2:]):
+        raise ValueError(f"conditional sampling needs image sides divisible by {mult}, got {tuple(cond.shape[-2:])}")
+    res = sample(wrapped, tuple(cond_m.shape), sampler="ddim", nfe=nfe, seed=[seed + k for k in range(len(cond_m))],
+                 device=device, cond=cond_m, eta=eta)
+    x = (a * res.x + b).reshape(n_samples, bsz, *cond.shape[1:]).mean(0)
+    return x.cpu(), res.nfe, res.seconds
