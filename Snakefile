@@ -23,6 +23,7 @@ include: "workflows/train.smk"
 include: "workflows/sample.smk"
 include: "workflows/report.smk"
 include: "workflows/reconstruct.smk"
+include: "workflows/natural.smk"
 include: "workflows/provenance.smk"
 
 
