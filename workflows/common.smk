@@ -113,3 +113,14 @@ def evaluate_targets():
 
 def reconstruct_targets():
     return [f"{OUT}/recon/{task}.zarr" for task in config.get("reconstruct", {})]
+
+
+# natural-image evaluation (workflows/natural.smk)
+NATURAL_TASKS = ("sr", "deblur", "denoise", "inpaint", "lowlight")
+NATURAL_CHECKPOINTS = {"sr": ["kodak_prior", "kodak_sr4"], "lowlight": ["kodak_lowlight"]}
+
+
+def natural_cards(task):
+    """Model cards the task's evaluation reads (so a retrained prior reruns it)."""
+    names = NATURAL_CHECKPOINTS.get(task, [config["evaluate"][task].get("checkpoint", "kodak_prior")])
+    return [f"checkpoints/{name}/model_card.json" for name in names]

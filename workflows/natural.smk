@@ -6,16 +6,6 @@ The priors are `checkpoints/kodak_prior` (zero-shot solvers) and the conditional
 `kodak_lowlight`; settings come from the config's `evaluate.<task>` entry (schema.json).
 """
 
-NATURAL_TASKS = ("sr", "deblur", "denoise", "inpaint", "lowlight")
-NATURAL_CHECKPOINTS = {"sr": ["kodak_prior", "kodak_sr4"], "lowlight": ["kodak_lowlight"]}
-
-
-def natural_cards(task):
-    """Model cards the task's evaluation reads (so a retrained prior reruns it)."""
-    names = NATURAL_CHECKPOINTS.get(task, [config["evaluate"][task].get("checkpoint", "kodak_prior")])
-    return [f"checkpoints/{name}/model_card.json" for name in names]
-
-
 rule evaluate_natural:
     """Bicubic / Wiener / TV / NLM / BM3D / biharmonic / CLAHE vs. DDRM, DiffPIR, DPS and conditional models."""
     input:
