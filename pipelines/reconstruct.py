@@ -21,6 +21,9 @@ Several slices with ``--tv-z LAM > 0`` are reconstructed as one volume (2-D prio
 ADMM, DiffusionMBIR; :mod:`scorerecon.pipelines.tasks.volume`). ``--samples N > 1`` draws ``N``
 posterior samples and stores their mean (``image``) and per-voxel std (``std``).
 
+Pan-sharpening and cloud removal (``--task pansharpen|cloud``) run conditional models over
+georeferenced scenes in tiles; they live in :mod:`scorerecon.pipelines.reconstruct_remote`.
+
 The output store (written atomically) holds ``image`` ``(z, y, x)`` float32 -- magnitude for MRI,
 HU for CT -- and attrs recording the input store and its sources, the checkpoint and its sha256,
 solver and its settings, NFE, seed, mask or geometry, complex handling, timings and hardware.
@@ -206,6 +209,14 @@ def _run(args: argparse.Namespace) -> int:
     from scorerecon.pipelines.hardware import describe
     from scorerecon.pipelines.tasks import SOLVERS
 
+    if args.task in ("pansharpen", "cloud"):  # conditional remote-sensing models: their own module
+        from scorerecon.pipelines.reconstruct_remote import run_remote
+
+        return run_remote(args)
+    if args.nfe is None:
+        args.nfe = 50
+    if args.samples is None:
+        args.samples = 1
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.solver not in SOLVERS:
@@ -250,14 +261,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("reconstruct",
                                    help="score-based MRI / CT reconstruction of a store into a new store",
                                    description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", choices=("mri", "ct"), required=True)
+    parser.add_argument("--task", choices=("mri", "ct", "pansharpen", "cloud"), required=True)
     parser.add_argument("--input", type=Path, required=True, help="k-space store (MRI) or image/sinogram store (CT)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output Zarr store")
     parser.add_argument("--checkpoint", default=None, help="prior (default: checkpoints/brain_ddpm | head_ct_ddpm)")
     parser.add_argument("--solver", default="dds", help="dc | projection | dps | dds | prox (default dds)")
-    parser.add_argument("--nfe", type=int, default=50, help="network evaluations per sample (default 50)")
+    parser.add_argument("--nfe", type=int, default=None,
+                        help="network evaluations per sample (default 50; pansharpen 2, cloud 10)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samples", type=int, default=1, help="posterior samples; > 1 also writes a std map")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="posterior samples; > 1 also writes a std map (default 1; pansharpen 5, cloud 8)")
     parser.add_argument("--slices", default=None, help="z indices (85,95 or 80:100[:step]); default all")
     parser.add_argument("--tv-z", type=float, default=0.0,
                         help="TV weight along z: > 0 reconstructs the slices as one volume (ADMM; solver dds/prox)")
@@ -274,6 +287,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ct.add_argument("--arc", type=float, default=None, help="limited angle: arc in degrees")
     ct.add_argument("--crop", type=int, default=None, help="centre-crop slices to N x N")
     ct.add_argument("--downsample", type=int, default=1, help="average F x F blocks first")
+    from scorerecon.pipelines.reconstruct_remote import add_arguments
+
+    add_arguments(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--overwrite", action="store_true")
