@@ -18,8 +18,9 @@ the same shape date (``s2_cloud_mask.npy``).
 Data layout (``data/demo/sentinel2``, a copy of the shared ``remote`` folder):
 ``s2_l1c_reference_scenes.npy`` ``(5, 101, 100, 13)`` float32 TOA reflectance (dates 0 and 1
 cloudy -- 0 overcast, 1 hazy --, dates 2-4 clear: :func:`clear_dates` finds them with a
-blue-band test), ``s2_cloud_probability.npy`` / ``s2_cloud_mask.npy`` ``(68, 101, 100, 1)``. Every function takes ``(T, y, x, band)`` stacks as
-they are stored, and returns bands-first ``(B, H, W)`` scenes.
+blue-band test), ``s2_cloud_probability.npy`` / ``s2_cloud_mask.npy`` ``(68, 101, 100, 1)``.
+Every function takes ``(T, y, x, band)`` stacks as they are stored, and returns bands-first
+``(B, H, W)`` scenes.
 """
 
 from __future__ import annotations
