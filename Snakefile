@@ -24,6 +24,7 @@ include: "workflows/sample.smk"
 include: "workflows/report.smk"
 include: "workflows/reconstruct.smk"
 include: "workflows/natural.smk"
+include: "workflows/remote.smk"
 include: "workflows/provenance.smk"
 
 

