@@ -24,7 +24,13 @@ from pathlib import Path
 
 import torch
 
-from scorerecon.pipelines.evaluate import evaluate, family_summary, markdown_table, parse_slices
+from scorerecon.pipelines.evaluate import (
+    evaluate,
+    family_summary,
+    few_vs_many_lines,
+    markdown_table,
+    parse_slices,
+)
 from scorerecon.pipelines.hardware import one_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +57,7 @@ def few_vs_many(args: argparse.Namespace) -> None:
                       variants={f"dc_pc{args.pc_nfe}": {"solver": "dc", "nfe": args.pc_nfe, "sampler": "pc"}})
     print(f"\n#### Few-step vs. {args.pc_nfe}-NFE predictor-corrector (23 views, same prior and slices)\n")
     print(markdown_table(result))
-    m = result["methods"]
-    pc = m[f"dc_pc{args.pc_nfe}"]
-    for name in ("dc", "dds"):
-        print(f"- {name} at {m[name]['nfe']} NFE: {m[name]['psnr'] - pc['psnr']:+.2f} dB vs PC at {pc['nfe']} NFE")
+    print("\n".join(few_vs_many_lines(result, f"dc_pc{args.pc_nfe}")))
     print(f"\nWall {time.perf_counter() - start:.0f} s.", flush=True)
 
 

@@ -292,6 +292,17 @@ LOWER_IS_BETTER = frozenset({"nmse", "sam", "ergas", "mae", "mae_inside", "mae_o
 _NOT_METRICS = ("family", "nfe", "seconds", "data_range")
 
 
+def best_per_family(methods: dict[str, dict[str, Any]], primary: str | None) -> dict[str, str]:
+    """``{family: name}`` of the best method of each family on ``primary`` (direction-aware)."""
+    sign = -1.0 if primary in LOWER_IS_BETTER else 1.0
+    best = {}
+    for fam in ("classical", "diffusion"):
+        scored = {k: v for k, v in methods.items() if v.get("family") == fam and primary in v}
+        if scored:
+            best[fam] = max(scored, key=lambda k: sign * scored[k][primary])
+    return best
+
+
 def markdown_table(result: dict[str, Any], primary: str | None = None) -> str:
     """The methods of an evaluate result as a markdown table.
 
@@ -307,12 +318,7 @@ def markdown_table(result: dict[str, Any], primary: str | None = None) -> str:
                     and not isinstance(value, bool):
                 columns.append(key)
     primary = primary or ("psnr" if "psnr" in columns else (columns[0] if columns else None))
-    sign = -1.0 if primary in LOWER_IS_BETTER else 1.0
-    best = {}
-    for fam in ("classical", "diffusion"):
-        scored = {k: v for k, v in methods.items() if v.get("family") == fam and primary in v}
-        if scored:
-            best[fam] = max(scored, key=lambda k: sign * scored[k][primary])
+    best = best_per_family(methods, primary)
 
     def cell(value: Any, key: str) -> str:
         if not isinstance(value, (int, float)):
@@ -334,12 +340,7 @@ def markdown_table(result: dict[str, Any], primary: str | None = None) -> str:
 def family_summary(result: dict[str, Any], primary: str = "psnr") -> str:
     """One line: the best diffusion method against the best classical one (by ``primary``)."""
     methods = result["methods"]
-    sign = -1.0 if primary in LOWER_IS_BETTER else 1.0
-    best = {}
-    for fam in ("classical", "diffusion"):
-        scored = {k: v for k, v in methods.items() if v.get("family") == fam and primary in v}
-        if scored:
-            best[fam] = max(scored, key=lambda k: sign * scored[k][primary])
+    best = best_per_family(methods, primary)
     if len(best) < 2:
         return ""
     c, d = methods[best["classical"]], methods[best["diffusion"]]
@@ -348,6 +349,14 @@ def family_summary(result: dict[str, Any], primary: str = "psnr") -> str:
     if primary == "psnr" and "ssim" in c and "ssim" in d:
         text += f"; SSIM {d['ssim']:.4f} vs {c['ssim']:.4f} ({d['ssim'] - c['ssim']:+.4f})"
     return text
+
+
+def few_vs_many_lines(result: dict[str, Any], reference: str) -> list[str]:
+    """For each other diffusion method, its PSNR difference to the ``reference`` run (e.g. PC-1000)."""
+    methods = result["methods"]
+    ref = methods[reference]
+    return [f"- {name} at {m['nfe']} NFE: {m['psnr'] - ref['psnr']:+.2f} dB vs {reference} at {ref['nfe']} NFE"
+            for name, m in methods.items() if m["family"] == "diffusion" and name != reference]
 
 
 def _csv(text: str | None) -> list[str] | None:
