@@ -12,8 +12,8 @@ Two parts, printed as markdown tables with the metric convention and the machine
 
     python benchmarks/ct.py [--slices 54] [--downsample 2] [--nfe 30] [--pc-nfe 1000] [--parts 1,2]
 
-The store ``results/stores/head_ct_hu.zarr`` is made by ``make demo`` (or ``scorerecon ingest
-data/demo/head_ct_hu.nii.gz -o results/stores/head_ct_hu.zarr``).
+The store ``results/stores/head_ct_hu.zarr`` (the priors' training store) is made by ``make
+bench-quality`` (or ``scorerecon ingest data/demo/head_ct_hu.nii.gz -o results/stores/head_ct_hu.zarr``).
 """
 
 from __future__ import annotations

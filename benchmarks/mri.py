@@ -23,8 +23,8 @@ Three parts, each printed as markdown tables with the metric convention and the 
 
     python benchmarks/mri.py [--slices 85,95] [--crop 128] [--nfe 30] [--pc-nfe 1000] [--parts 1,2,3,4]
 
-The store ``results/stores/colin27_t1.zarr`` is made by ``make demo`` (or ``scorerecon ingest
-data/demo/colin27_t1.nii.gz -o results/stores/colin27_t1.zarr``).
+The store ``results/stores/colin27_t1.zarr`` (the priors' training store) is made by ``make
+bench-quality`` (or ``scorerecon ingest data/demo/colin27_t1.nii.gz -o results/stores/colin27_t1.zarr``).
 """
 
 from __future__ import annotations
