@@ -32,7 +32,8 @@ import numpy as np
 __all__ = ["REMOTE_DIR", "load_stack", "clear_dates", "cloud_layer_date", "shape_dates", "cloud_opacity", "blend",
            "cloudy_stack", "multitemporal_mask"]
 
-REMOTE_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "remote"
+#: The Sentinel-2 arrays shipped with the repository (copies of the shared data's ``remote`` folder).
+REMOTE_DIR = Path(__file__).resolve().parents[2] / "data" / "demo" / "sentinel2"
 #: blue-band (B02) reflectance above which a pixel counts as cloudy/hazy in :func:`clear_dates`
 BLUE_CLOUD = 0.15
 #: B02 increase over a clear date that flags a pixel cloudy in :func:`multitemporal_mask`
