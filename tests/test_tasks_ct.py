@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as nnf
 
 from scorerecon.models.checkpoint import load_score_model
 from scorerecon.models.guidance import Guidance
@@ -86,3 +87,22 @@ def test_tv_z_admm_is_smoother_along_z_than_slice_by_slice(model) -> None:
     coupled = reconstruct_volume(prob, model, "dds", nfe=6, seed=0, tv_z=0.05)
     assert torch.isfinite(coupled.image).all()
     assert z_tv(coupled.model_state) < z_tv(flat.model_state)
+
+
+def test_slice_model_pads_the_condition_with_the_state() -> None:
+    """A conditional model on an image that is not a multiple of the UNet factor: x and cond padded alike."""
+    from scorerecon.models.networks import build_network, unet_config
+    from scorerecon.models.score_model import NetworkScoreModel
+    from scorerecon.models.sde import VPSDE
+
+    torch.manual_seed(0)
+    net = build_network(unet_config("tiny", data_channels=1, cond_channels=2, channels=[8, 16],
+                                    attention_levels=[False, False], norm_num_groups=8, num_head_channels=8))
+    model = NetworkScoreModel(net, VPSDE(), "eps").eval()
+    x, cond, t = torch.randn(2, 1, 30, 26), torch.randn(2, 2, 30, 26), torch.full((2,), 0.5)
+    with torch.no_grad():
+        out = SliceModel(model).predict(x, t, cond).output
+        padded = model.predict(nnf.pad(x, (1, 1, 1, 1), mode="reflect"), t,
+                               nnf.pad(cond, (1, 1, 1, 1), mode="reflect")).output[..., 1:-1, 1:-1]
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, padded)

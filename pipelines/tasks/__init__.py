@@ -214,7 +214,8 @@ class SliceModel:
 
     Pads ``x_t`` by reflection to a multiple of ``multiple`` in every spatial dim, evaluates the
     wrapped model and crops its output back (the network only ever sees a slightly larger noisy
-    image; the padded border is discarded). With ``channels_as_batch`` a ``(B, C, ...)`` state is
+    image; the padded border is discarded); a ``cond`` of the state's spatial size (the
+    measurement of a conditional model) is padded the same way. With ``channels_as_batch`` a ``(B, C, ...)`` state is
     evaluated as ``B * C`` one-channel images (score-MRI's real/imaginary treatment).
     """
 
@@ -237,6 +238,8 @@ class SliceModel:
         if any(pads):
             mode = "reflect" if all(p < n for p, n in zip(pads[::2], reversed(spatial), strict=True)) else "replicate"
             z = nnf.pad(z, pads, mode=mode)
+            if cond is not None and tuple(cond.shape[2:]) == tuple(spatial):
+                cond = nnf.pad(cond.to(z.dtype), pads, mode=mode)  # conditioning images padded alike
         pred = self.model.predict(z, tz, cond)
         out = pred.output
         if any(pads):
