@@ -454,7 +454,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ratio", type=int, default=None, help="pansharpen: PAN/MS resolution ratio")
     parser.add_argument("--clear", type=Path, default=None, help="cloud: clear reference (GeoTIFF/JP2 or .npy)")
     parser.add_argument("--cloudy", type=Path, default=None, help="cloud: cloudy input (GeoTIFF/JP2 or .npy)")
-    parser.add_argument("--samples", type=int, default=None, help="cloud: posterior samples for mean and std")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="posterior samples averaged (pansharpen, cloud: also their std; natural tasks)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="write the result JSON here (atomically)")

@@ -112,6 +112,10 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
             raise InputError(args.input, f"the mask's fully sampled centre is only {calib} lines wide; ESPIRiT needs "
                                          ">= 8 (use a lower --accel or --mask poisson)")
         maps = torch.stack([espirit_maps(kspace[i], calib_width=calib) for i in range(s)])
+        if not bool((maps.abs().flatten(1).amax(dim=1) > 0).all()):
+            raise InputError(args.input, f"ESPIRiT found no coil sensitivity in the {calib}-line calibration "
+                                         "block (too few ACS lines for its 6x6 kernel); use a lower --accel or "
+                                         "--mask poisson")
         info["sens_maps"] = {"method": "ESPIRiT (sigpy EspiritCalib)", "calib_width": calib}
     problem = mri_problem(kspace, mask, model.card["data"]["normalization"], maps, args.complex_mode,
                           phase="auto", intensity=args.intensity)
