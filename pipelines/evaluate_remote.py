@@ -40,7 +40,6 @@ import numpy as np
 from scorerecon.pipelines.errors import InputError
 from scorerecon.pipelines.reconstruct_remote import DEFAULT_SAMPLING
 
-DEFAULT_CHECKPOINTS = {"pansharpen": "checkpoints/landsat8_pansharpen", "cloud": "checkpoints/s2_cloud"}
 CONVENTIONS = {
     "pansharpen": "Wald reduced resolution (MTF-matched Gaussian, decimation by the ratio, grid phase ratio//2) on "
                   "the held-out area; reference = the original MS in its units. Q2n: 32x32 blocks, bands zero-padded "
@@ -139,17 +138,12 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
     from scorerecon.modalities.optical.baselines import PANSHARPEN_BASELINES, run_pansharpen_baselines
     from scorerecon.modalities.optical.degradation import grid_phase, synthesize_pan, wald_degrade
     from scorerecon.modalities.optical.metrics import pansharpen_reduced, qnr
-    from scorerecon.models.checkpoint import load_score_model
     from scorerecon.pipelines.hardware import describe
-    from scorerecon.pipelines.reconstruct_remote import pansharpen_scene
+    from scorerecon.pipelines.reconstruct_remote import load_task_model, pansharpen_scene
 
     say = log or (lambda msg: None)
-    checkpoint = str(checkpoint or DEFAULT_CHECKPOINTS["pansharpen"])
-    model = load_score_model(checkpoint, device=device)
-    model.eval()
+    model, checkpoint = load_task_model("pansharpen", checkpoint, device)
     card = model.card
-    if card.get("data", {}).get("task") != "pansharpen":
-        raise InputError(checkpoint, "checkpoint is not a pan-sharpening model")
     if ratio != int(card["data"]["ratio"]):
         raise InputError(None, f"--ratio {ratio}: the model was trained for ratio {card['data']['ratio']}")
     baselines = list(PANSHARPEN_BASELINES) if baselines is None else baselines
@@ -274,19 +268,14 @@ def evaluate_cloud(clear_path: Path, cloudy_path: Path, mask_path: Path | None, 
     from scorerecon.modalities.optical.clouds import multitemporal_mask
     from scorerecon.modalities.optical.datasets import area_fingerprint
     from scorerecon.modalities.optical.metrics import cloud_metrics, interval_coverage
-    from scorerecon.models.checkpoint import load_score_model
     from scorerecon.pipelines.hardware import describe
-    from scorerecon.pipelines.reconstruct_remote import cloud_scene
+    from scorerecon.pipelines.reconstruct_remote import cloud_scene, load_task_model
 
     say = log or (lambda msg: None)
     if samples < 2:
         raise InputError(None, f"--samples must be >= 2 for a posterior std, got {samples}")
-    checkpoint = str(checkpoint or DEFAULT_CHECKPOINTS["cloud"])
-    model = load_score_model(checkpoint, device=device)
-    model.eval()
+    model, checkpoint = load_task_model("cloud", checkpoint, device)
     card = model.card
-    if card.get("data", {}).get("task") != "cloud":
-        raise InputError(checkpoint, "checkpoint is not a cloud-removal model")
     baselines = list(CLOUD_BASELINES) if baselines is None else baselines
     unknown = [b for b in baselines if b not in CLOUD_BASELINES]
     if unknown:

@@ -50,6 +50,22 @@ HALO = 12  # coarse MS pixels read around a tile for the interpolation
 MULTIPLE = 4  # the tiny/small UNets downsample twice
 
 
+def load_task_model(task: str, checkpoint: str | Path | None = None, device: str = "cpu") -> tuple[Any, str]:
+    """The conditional model for ``task`` (default checkpoint if ``None``), in eval mode, and its path.
+
+    Refuses a checkpoint whose card was trained for another task (``data.task``).
+    """
+    from scorerecon.models.checkpoint import load_score_model
+
+    checkpoint = str(checkpoint or DEFAULT_CHECKPOINTS[task])
+    model = load_score_model(checkpoint, device=device)
+    model.eval()
+    trained_for = model.card.get("data", {}).get("task")
+    if trained_for != task:
+        raise InputError(checkpoint, f"checkpoint is not a {task} model (card data.task = {trained_for!r})")
+    return model, checkpoint
+
+
 def _padded(n: int, tile: int) -> int:
     return n if n >= tile else int(math.ceil(n / MULTIPLE) * MULTIPLE)
 
@@ -301,7 +317,6 @@ def run_remote(args: argparse.Namespace) -> int:
     """``scorerecon reconstruct --task pansharpen|cloud`` (called from reconstruct's ``_run``)."""
     from scorerecon import __version__
     from scorerecon.modalities.io.store import attrs_json, open_store, write_store
-    from scorerecon.models.checkpoint import load_score_model
     from scorerecon.pipelines.hardware import describe
 
     if args.threads:
@@ -316,12 +331,7 @@ def run_remote(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.overwrite:
         raise InputError(args.output, "output store already exists (use --overwrite to replace it)")
     open_store(args.input)  # a missing or incomplete store fails before the model is loaded
-    checkpoint = args.checkpoint or DEFAULT_CHECKPOINTS[args.task]
-    model = load_score_model(checkpoint, device=args.device)
-    model.eval()
-    if model.card.get("data", {}).get("task") != args.task:
-        raise InputError(checkpoint, f"checkpoint is not a {args.task} model (card data.task = "
-                                     f"{model.card.get('data', {}).get('task')!r})")
+    model, checkpoint = load_task_model(args.task, args.checkpoint, args.device)
     start = time.perf_counter()
     with torch.no_grad():
         out, info = (_pansharpen_store if args.task == "pansharpen" else _cloud_store)(args, model)
