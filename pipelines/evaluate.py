@@ -140,8 +140,8 @@ def _simulate_multicoil(truth: np.ndarray, mask: Any, coils: int, coil_maps: str
     """Masked multi-coil k-space ``(S, C, H, W)`` of real slices, the maps to reconstruct with, and a record."""
     import torch
 
-    from scorerecon.modalities.mri.coils import espirit_maps, simulate_multicoil_kspace
-    from scorerecon.pipelines.tasks.mri import acs_size
+    from scorerecon.modalities.mri.coils import simulate_multicoil_kspace
+    from scorerecon.pipelines.tasks.mri import acs_espirit_maps
 
     if coil_maps not in ("espirit", "true"):
         raise InputError(None, f"--coil-maps must be espirit or true, got {coil_maps!r}")
@@ -151,14 +151,10 @@ def _simulate_multicoil(truth: np.ndarray, mask: Any, coils: int, coil_maps: str
         maps = torch.stack([s.sens_maps for s in sims])
         calib = None
     else:
-        calib = min(24, *acs_size(mask))
-        if calib < 8:
-            raise InputError(None, f"the mask's fully sampled centre is {calib} lines wide; ESPIRiT needs >= 8 "
-                                   "(larger images, a lower --accel, or --coil-maps true)")
-        maps = torch.stack([espirit_maps(kspace[i], calib_width=calib) for i in range(kspace.shape[0])])
-        if not bool((maps.abs().amax(dim=(1, 2, 3)) > 0).all()):
-            raise InputError(None, f"ESPIRiT found no coil sensitivity in the {calib}-line calibration block "
-                                   "(too few ACS lines for its 6x6 kernel); use --coil-maps true or larger images")
+        try:
+            maps, calib = acs_espirit_maps(kspace, mask)
+        except ValueError as exc:
+            raise InputError(None, f"{exc}; use --coil-maps true, larger images or a lower --accel") from None
     record = {"coils": coils, "maps": "birdcage (sigpy), normalised", "phase": "smooth 2nd-order polynomial, "
               "max pi/2, seeded per slice", "reconstruction_maps": "ESPIRiT (sigpy) on the ACS block"
               if coil_maps == "espirit" else "the simulation's true maps", "calib_width": calib, "noise": "none"}

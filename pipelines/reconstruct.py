@@ -69,7 +69,6 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
     import torch
 
     from scorerecon.modalities.io.store import attrs_json, load_checked, open_store
-    from scorerecon.modalities.mri.coils import espirit_maps
     from scorerecon.pipelines.tasks import reconstruct
     from scorerecon.pipelines.tasks.mri import mask_info, mri_problem, phase_encode_mask
     from scorerecon.pipelines.tasks.volume import reconstruct_volume
@@ -105,17 +104,12 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
     kspace = torch.from_numpy(raw) * mask
     maps = None
     if c > 1:
-        from scorerecon.pipelines.tasks.mri import acs_size
+        from scorerecon.pipelines.tasks.mri import acs_espirit_maps
 
-        calib = min(args.calib, *acs_size(mask))
-        if calib < 8:
-            raise InputError(args.input, f"the mask's fully sampled centre is only {calib} lines wide; ESPIRiT needs "
-                                         ">= 8 (use a lower --accel or --mask poisson)")
-        maps = torch.stack([espirit_maps(kspace[i], calib_width=calib) for i in range(s)])
-        if not bool((maps.abs().flatten(1).amax(dim=1) > 0).all()):
-            raise InputError(args.input, f"ESPIRiT found no coil sensitivity in the {calib}-line calibration "
-                                         "block (too few ACS lines for its 6x6 kernel); use a lower --accel or "
-                                         "--mask poisson")
+        try:
+            maps, calib = acs_espirit_maps(kspace, mask, args.calib)
+        except ValueError as exc:
+            raise InputError(args.input, f"{exc} (use a lower --accel or --mask poisson)") from None
         info["sens_maps"] = {"method": "ESPIRiT (sigpy EspiritCalib)", "calib_width": calib}
     problem = mri_problem(kspace, mask, model.card["data"]["normalization"], maps, args.complex_mode,
                           phase="auto", intensity=args.intensity)

@@ -134,6 +134,25 @@ def acs_size(mask: Tensor) -> tuple[int, int]:
     return 0, 0
 
 
+def acs_espirit_maps(kspace: Tensor, mask: Tensor, max_calib: int = 24) -> tuple[Tensor, int]:
+    """ESPIRiT maps ``(S, C, H, W)`` of masked k-space ``(S, C, H, W)`` from the mask's ACS block, and its width.
+
+    The calibration block is the largest fully sampled centre up to ``max_calib`` lines. Raises
+    ``ValueError`` when it is under 8 lines or ESPIRiT (6x6 kernel) finds no sensitivity in it
+    (all-zero maps), so no caller reconstructs with empty maps.
+    """
+    from scorerecon.modalities.mri.coils import espirit_maps
+
+    calib = min(int(max_calib), *acs_size(mask))
+    if calib < 8:
+        raise ValueError(f"the mask's fully sampled centre is only {calib} lines wide; ESPIRiT needs >= 8")
+    maps = torch.stack([espirit_maps(kspace[i], calib_width=calib) for i in range(kspace.shape[0])])
+    if not bool((maps.abs().flatten(1).amax(dim=1) > 0).all()):
+        raise ValueError(f"ESPIRiT found no coil sensitivity in the {calib}-line calibration block "
+                         "(too few ACS lines for its 6x6 kernel)")
+    return maps, calib
+
+
 def _hann_block(shape: tuple[int, int], block: tuple[int, int]) -> Tensor:
     """A separable Hann window of size ``block`` centred in a ``shape`` array (zeros outside)."""
     out = torch.zeros(shape)
