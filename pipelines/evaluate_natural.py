@@ -29,7 +29,6 @@ Images a model was trained on (sha256 of the file equal to one recorded in its c
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from scorerecon.modalities.io.store import sha256_file
 from scorerecon.modalities.natural import degradations as deg
 from scorerecon.modalities.natural.baselines import BASELINES, run_baseline
 from scorerecon.modalities.natural.datasets import lowlight_condition
@@ -206,7 +206,7 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
         p = Path(p)
         if not p.is_file():
             raise InputError(p, "input image not found")
-        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        digest = sha256_file(p)
         if digest in trained:
             raise InputError(p, f"this image was used to train {trained[digest]} (sha256 in its card); "
                                 "evaluate on held-out images only")

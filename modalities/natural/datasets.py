@@ -23,7 +23,6 @@ Three datasets share that sampler (the ``data.kind`` of a training YAML):
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +33,7 @@ import skimage.data
 import torch
 from PIL import Image
 
+from scorerecon.modalities.io.store import sha256_file
 from scorerecon.modalities.natural.degradations import BicubicDown, LowLight, bicubic_resize
 from scorerecon.pipelines.errors import InputError
 
@@ -44,7 +44,6 @@ __all__ = [
     "LowLightPairs",
     "NaturalPatches",
     "SuperResolutionPairs",
-    "file_sha256",
     "lowlight_condition",
     "load_rgb",
     "training_sources",
@@ -58,11 +57,6 @@ SKIMAGE_IMAGES: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket")
 DEFAULT_KODAK = "../shared/data/natural/kodak"
 Tensor = torch.Tensor
 NORMALIZATION = {"method": "fixed", "values": [0.0, 1.0], "range": [-1.0, 1.0], "clip": False}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -143,7 +137,7 @@ class NaturalPatches:
     def describe(self) -> dict[str, Any]:
         return {
             "kind": f"{type(self).__module__}:{type(self).__name__}",
-            "sources": [{"name": p.name, "path": str(p), "sha256": file_sha256(p)} for p in self.paths],
+            "sources": [{"name": p.name, "path": str(p), "sha256": sha256_file(p)} for p in self.paths],
             "holdout": list(self.config.get("holdout", HOLDOUT)),
             "patch_size": self.patch_size, "channels": self.channels, "cond_channels": self.cond_channels,
             "augmentation": "random crop, flip, rot90", "normalization": dict(NORMALIZATION),

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scorerecon.modalities.io.store import sha256_file
 from scorerecon.modalities.optical.bands import LANDSAT8, LANDSAT8_MS
 from scorerecon.modalities.optical.degradation import upsample, wald_degrade
 from scorerecon.pipelines.errors import InputError
@@ -53,10 +54,6 @@ def resolve_path(path: str | Path, base_dir: str | Path | None = None) -> Path:
         return Path(next(iter(spec.submodule_search_locations))) / "data" / text.split(":", 1)[1]
     p = Path(text)
     return p if p.is_absolute() or base_dir is None else Path(base_dir) / p
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def read_bands(paths: list[Path]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -206,7 +203,7 @@ class PansharpenDataset:
             "holdout": self.holdout, "holdout_units": "MS pixel columns [start, stop) of the source scene",
             "train_columns": list(self.train_cols), "margin": self.margin, "grid": self.grid,
             "pan_grid": self.pan_grid, "normalization": self.coding.to_dict(),
-            "source_files": [{"path": str(p), "sha256": _sha256(p)} for p in [*self.ms_paths, self.pan_path]],
+            "source_files": [{"path": str(p), "sha256": sha256_file(p)} for p in [*self.ms_paths, self.pan_path]],
         }
 
 
@@ -358,5 +355,5 @@ class CloudDataset:
             "margin": self.margin, "clear_dates": self.clear, "cloud_layer_date": self.layer_date,
             "train_shape_dates": self.train_shapes, "eval_shape_dates": self.eval_shapes,
             "area_fingerprints": self.fingerprints, "normalization": self.coding.to_dict(),
-            "source_files": [{"path": str(p), "sha256": _sha256(p)} for p in self.paths.values()],
+            "source_files": [{"path": str(p), "sha256": sha256_file(p)} for p in self.paths.values()],
         }
