@@ -30,9 +30,9 @@ import torch
 
 from scorerecon.modalities.natural import degradations as deg
 from scorerecon.modalities.natural.baselines import GRIDS, tune
-from scorerecon.modalities.natural.datasets import DEFAULT_KODAK, HOLDOUT
+from scorerecon.modalities.natural.datasets import DEFAULT_KODAK, HOLDOUT, load_rgb
 from scorerecon.pipelines.evaluate import markdown_table
-from scorerecon.pipelines.evaluate_natural import LOWLIGHT, _degrade, _hwc, evaluate_natural, read_rgb
+from scorerecon.pipelines.evaluate_natural import LOWLIGHT, _degrade, _hwc, evaluate_natural
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = (REPO / DEFAULT_KODAK).resolve()
@@ -58,7 +58,7 @@ def _crop(img: np.ndarray, size: int) -> np.ndarray:
 
 def run_tuning(size: int = 128) -> None:
     """Grid-search every tunable baseline on training crops; prints the grids."""
-    clean = [_crop(read_rgb(KODAK / f"{n}.png"), size) for n in TRAINING_TUNE]
+    clean = [_crop(load_rgb(KODAK / f"{n}.png"), size) for n in TRAINING_TUNE]
     setups = {"wiener": ("deblur", {"kernel": "gaussian"}), "tv_deconv": ("deblur", {"kernel": "gaussian"}),
               "nlm": ("denoise", {"sigma": 25.0}), "tv": ("denoise", {"sigma": 25.0}),
               "gamma": ("lowlight", {}), "clahe": ("lowlight", {})}
@@ -88,7 +88,7 @@ def run_solver_tuning(size: int, nfe: int, solvers: tuple[str, ...] = ("ddrm", "
     from scorerecon.pipelines.tasks.natural import natural_problem, restore_zero_shot
 
     model = load_score_model(REPO / "checkpoints" / "kodak_prior")
-    img = _crop(read_rgb(KODAK / "kodim02.png"), size)
+    img = _crop(load_rgb(KODAK / "kodim02.png"), size)
     x = torch.from_numpy(img.transpose(2, 0, 1)[None].copy())
     for task, opts in (("sr", {"scale": 4}), ("deblur", {"kernel": "gaussian"}), ("denoise", {"sigma": 25.0}),
                        ("inpaint", {"mask": "random"})):

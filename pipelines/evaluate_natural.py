@@ -40,10 +40,10 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from scorerecon.modalities.io.store import sha256_file
 from scorerecon.modalities.natural import degradations as deg
 from scorerecon.modalities.natural.baselines import BASELINES, run_baseline
-from scorerecon.modalities.natural.datasets import lowlight_condition
+from scorerecon.modalities.natural.datasets import load_rgb, lowlight_condition
 from scorerecon.pipelines.errors import InputError
 
-__all__ = ["CONVENTION", "DEFAULT_NFE", "evaluate_from_args", "evaluate_natural", "read_rgb", "rgb_metrics"]
+__all__ = ["CONVENTION", "DEFAULT_NFE", "evaluate_from_args", "evaluate_natural", "rgb_metrics"]
 
 TASKS = ("sr", "deblur", "denoise", "inpaint", "lowlight")
 CONVENTION = ("RGB in [0, 1] (8-bit values / 255), estimates clipped to [0, 1]; PSNR (skimage, data range 1) over "
@@ -65,24 +65,6 @@ COND_SAMPLES = 4
 #: DDIM eta of the conditional models: on TRAINING crops (kodim02, kodim07, 128x128, x4 SR, 4
 #: samples, 10 NFE) eta 1 beat 0.5 and 0 by 0.1-0.5 dB
 COND_ETA = 1.0
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as float32 ``(H, W, 3)`` in ``[0, 1]`` via the project's reader."""
-    from scorerecon.modalities.io.image import read
-
-    ds = next(iter(read([Path(path)]).values()))
-    arr = ds["image"].values
-    bands = [str(b) for b in ds["band"].values]
-    if np.issubdtype(arr.dtype, np.integer):
-        arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
-    else:
-        arr = arr.astype(np.float32)
-    colour = [bands.index(b) for b in ("R", "G", "B")] if "R" in bands else [bands.index("L")] * 3
-    out = np.moveaxis(arr[colour], 0, -1)
-    if not np.isfinite(out).all() or out.min() < 0 or out.max() > 1:
-        raise InputError(path, "pixel values are not in [0, 1] after scaling to the file's integer range")
-    return np.ascontiguousarray(out)
 
 
 def rgb_metrics(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
@@ -210,7 +192,7 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
         if digest in trained:
             raise InputError(p, f"this image was used to train {trained[digest]} (sha256 in its card); "
                                 "evaluate on held-out images only")
-        clean_images.append(_prepare(read_rgb(p), crop, multiple, p))
+        clean_images.append(_prepare(load_rgb(p), crop, multiple, p))
         hashes.append(digest)
 
     opts = {"scale": scale, "sigma": sigma, "kernel": kernel, "mask": mask}

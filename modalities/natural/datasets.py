@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import skimage.data
 import torch
-from PIL import Image
 
 from scorerecon.modalities.io.store import sha256_file
 from scorerecon.modalities.natural.degradations import BicubicDown, LowLight, bicubic_resize
@@ -60,13 +59,24 @@ NORMALIZATION = {"method": "fixed", "values": [0.0, 1.0], "range": [-1.0, 1.0], 
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An 8-bit image file as float32 ``(H, W, 3)`` in ``[0, 1]`` (grey is repeated to RGB)."""
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read the image ({exc})") from None
-    return arr
+    """An image file as float32 ``(H, W, 3)`` in ``[0, 1]``, read by the project's image reader.
+
+    Integer pixels are scaled by their type's maximum; grey (``L``) is repeated to RGB.
+    """
+    from scorerecon.modalities.io.image import read
+
+    ds = next(iter(read([Path(path)]).values()))
+    arr = ds["image"].values
+    bands = [str(b) for b in ds["band"].values]
+    if np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+    else:
+        arr = arr.astype(np.float32)
+    colour = [bands.index(b) for b in ("R", "G", "B")] if "R" in bands else [bands.index("L")] * 3
+    out = np.moveaxis(arr[colour], 0, -1)
+    if not np.isfinite(out).all() or out.min() < 0 or out.max() > 1:
+        raise InputError(path, "pixel values are not in [0, 1] after scaling to the file's integer range")
+    return np.ascontiguousarray(out)
 
 
 def _skimage_path(name: str) -> Path:
