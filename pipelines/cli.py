@@ -2,14 +2,19 @@
 
 Each step lives in its own module exposing ``register(subparsers)``; this file only wires them
 and turns :class:`~scorerecon.pipelines.errors.InputError` into one line on stderr and exit 2.
+Only the module of the command being run is imported (the others are listed from their
+docstrings), so ``scorerecon ingest`` does not pay for torch or matplotlib at start-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from scorerecon import __version__
 from scorerecon.pipelines.errors import InputError
@@ -28,7 +33,25 @@ COMMAND_MODULES = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_name(module_name: str) -> str:
+    return module_name.rsplit(".", 1)[1]
+
+
+def _summary(module_name: str) -> str:
+    """First docstring line of a command module, read without importing it."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        return ""
+    doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))) or ""
+    first = doc.strip().splitlines()[0] if doc.strip() else ""
+    return first.split(":", 1)[1].strip() if first.startswith("``scorerecon") and ":" in first else first
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``argv``, only its command's module is imported (the rest are listed)."""
+    chosen = None
+    if argv is not None:
+        chosen = next((a for a in argv if not a.startswith("-")), "")
     parser = argparse.ArgumentParser(
         prog="scorerecon",
         description="Score-based diffusion reconstruction: ingest raw data into Zarr, train priors, "
@@ -37,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scorerecon {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
+        if chosen is not None and _command_name(module_name) != chosen:
+            if importlib.util.find_spec(module_name) is not None:
+                subparsers.add_parser(_command_name(module_name), help=_summary(module_name))
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -67,7 +94,8 @@ def _dask_client():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         client = _dask_client()

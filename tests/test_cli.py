@@ -99,3 +99,21 @@ def test_geotiff_export_in_a_fresh_process_keeps_crs_and_transform(tmp_path):
     with rasterio.open(bands[0]) as src, rasterio.open(out) as exported:
         assert exported.crs == src.crs and exported.transform == src.transform
         assert np.array_equal(exported.read(1), src.read(1))
+
+
+def test_ingest_does_not_import_the_modelling_stack():
+    """Only the chosen command's module is imported: ingest starts without torch or matplotlib."""
+    code = ("import sys; from scorerecon.pipelines.cli import build_parser; "
+            "build_parser(['ingest', 'x.nii', '-o', 'y.zarr']); "
+            "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("ingest", "info", "export", "train", "sample", "reconstruct", "evaluate", "provenance", "report"):
+        assert f"    {name}" in out

@@ -129,7 +129,7 @@ def test_series_roundtrip_through_ingest_is_exact(tmp_path: Path) -> None:
     assert image.dims == ("z", "y", "x")
     assert image.dtype == np.int16  # integral rescale -> exact HU in int16 (12-bit stored range fits)
     np.testing.assert_array_equal(image.values, hu)
-    assert image.chunks == ((1,) * 6, (hu.shape[1],), (hu.shape[2],))
+    assert image.chunks == ((6,), (hu.shape[1],), (hu.shape[2],))  # one slab: 6 slices < CHUNK_BYTES
     # axial: RAS affine is diag(-sx, -sy, sz) with the LPS origin's first two signs flipped
     expected = np.array([[-0.5, 0, 0, 60.0], [0, -0.6, 0, 70.0], [0, 0, 1.5, 20.0], [0, 0, 0, 1]])
     np.testing.assert_allclose(np.array(ds.attrs["affine"]), expected, atol=1e-6)
@@ -202,7 +202,7 @@ def test_enhanced_multiframe_file_sorted_by_position(tmp_path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
     out = dicom.read([path])["/"]
     np.testing.assert_array_equal(out["image"].values, hu)
-    assert out["image"].chunks[0] == (1, 1, 1, 1)
+    assert out["image"].chunks[0] == (4,)
     assert out.attrs["dicom"]["FrameIndex"] == [1, 3, 0, 2]
     np.testing.assert_allclose(out.attrs["affine"], [[-0.8, 0, 0, -5], [0, -0.9, 0, -6], [0, 0, 3, 100], [0, 0, 0, 1]],
                                atol=1e-9)
@@ -223,9 +223,10 @@ def test_two_series_need_series_option(tmp_path: Path, capsys: pytest.CaptureFix
     assert ds.attrs["dicom"]["SeriesInstanceUID"] == b["series_uid"]
 
 
-def test_read_is_lazy(tmp_path: Path) -> None:
+def test_read_is_lazy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hu = head_ct_slices(3)
     written = write_series(tmp_path / "lazy", hu)
+    monkeypatch.setattr(dicom, "CHUNK_BYTES", 1)  # one slice per chunk
     ds = dicom.read([tmp_path / "lazy"], series=None, unknown_option=42)["/"]
     assert ds["image"].chunks == ((1, 1, 1), (hu.shape[1],), (hu.shape[2],))
     # remove one slice's file *after* read(): only computing that chunk notices, as an InputError
@@ -283,3 +284,46 @@ def test_non_integral_slope_mr_is_float32() -> None:
     np.testing.assert_allclose(aff[:3, 0], np.array([-1, -1, 1]) * iop[:3] * float(ref.PixelSpacing[1]), atol=1e-9)
     np.testing.assert_allclose(aff[:3, 1], np.array([-1, -1, 1]) * iop[3:] * float(ref.PixelSpacing[0]), atol=1e-9)
     assert ds.attrs["spacing"][2] == float(ref.SliceThickness)  # single slice: SliceThickness
+
+
+def test_slabs_of_several_slices_and_streamed_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slabs of 2 slices (last one short); every file's sha256 comes from the bytes the slabs read."""
+    from scorerecon.modalities.io import digests
+    from scorerecon.modalities.io.store import sha256_file
+
+    hu = head_ct_slices(5)
+    written = write_series(tmp_path / "series", hu)
+    monkeypatch.setattr(dicom, "CHUNK_BYTES", 2 * hu.shape[1] * hu.shape[2] * 2)
+    seen: list[int] = []
+    original = digests.StreamedDigest.hexdigest
+
+    def spy(self: digests.StreamedDigest) -> str:
+        seen.append(self.hashed_bytes - self.size)  # 0 when the slab reads already hashed the whole file
+        return original(self)
+
+    monkeypatch.setattr(digests.StreamedDigest, "hexdigest", spy)
+    out = ingest([tmp_path / "series"], tmp_path / "ct.zarr", progress=False)
+    ds = open_store(out)
+    assert ds["image"].chunks[0] == (2, 2, 1)
+    np.testing.assert_array_equal(ds["image"].values, hu)
+    recorded = {Path(r["path"]).name: r["sha256"] for r in ds.attrs["source_files"]}
+    assert recorded == {p.name: sha256_file(p) for p in written["files"]}
+    assert seen and set(seen) == {0}
+
+
+def test_native_pixel_fast_path_matches_pydicom_on_real_files() -> None:
+    """Uncompressed files decoded from their bytes equal pydicom's decode (unused high bits included)."""
+    checked = 0
+    for name in ("CT_small.dcm", "MR_small.dcm", "693_UNCI.dcm", "explicit_VR-UN.dcm", "MR2_UNCI.dcm"):
+        path = get_testdata_file(name)
+        if path is None:
+            continue
+        header = pydicom.dcmread(path, defer_size="64 KB")
+        s = dicom._make_slice(Path(path), header, None)
+        if s.pixel_offset is None:
+            continue
+        stored = dicom._stored_dtype(header)
+        fast = dicom._native_pixels(s, Path(path).read_bytes(), stored, int(header.BitsStored))
+        np.testing.assert_array_equal(fast, pydicom.dcmread(path).pixel_array.astype(stored))
+        checked += 1
+    assert checked >= 2

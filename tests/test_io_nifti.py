@@ -108,3 +108,56 @@ def test_cli_ingest_nifti(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["ingest", str(src), "-o", str(tmp_path / "c.zarr"), "-q"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert open_store(tmp_path / "c.zarr")["image"].shape == (181, 217, 181)
+
+
+def _gunzip(src: Path, dst: Path) -> Path:
+    import gzip
+    import shutil
+
+    with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    return dst
+
+
+def test_uncompressed_file_is_read_once_slab_by_slab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .nii is read in slabs whose bytes also give its sha256 (no second pass over the file)."""
+    from scorerecon.modalities.io import digests
+
+    src = _gunzip(need(HEAD_CT), tmp_path / "head_ct.nii")
+    monkeypatch.setattr(nifti, "CHUNK_BYTES", 256 * 256 * 2 * 10)
+    # room for 4 slabs ahead of the hash: enough only if dask reads the slabs about in file order
+    monkeypatch.setattr(digests, "MAX_PENDING_BYTES", 4 * nifti.CHUNK_BYTES)
+    unhashed: list[int] = []
+    original = digests.StreamedDigest.hexdigest
+
+    def spy(self: digests.StreamedDigest) -> str:
+        unhashed.append(self.size - self.hashed_bytes)
+        return original(self)
+
+    monkeypatch.setattr(digests.StreamedDigest, "hexdigest", spy)
+    out = ingest([src], tmp_path / "ct.zarr")
+    ds = open_store(out)
+    np.testing.assert_array_equal(ds["image"].values, zyx(np.asanyarray(nib.load(src).dataobj)))
+    assert ds["image"].chunks[0] == (10,) * 10 + (8,)
+    assert ds.attrs["source_files"][0]["sha256"] == sha256_file(src)
+    assert unhashed == [0]
+
+
+def test_4d_uncompressed(tmp_path: Path) -> None:
+    src = _gunzip(need(NIB_DATA / "example4d.nii.gz"), tmp_path / "epi.nii")
+    ds = open_store(ingest([src], tmp_path / "epi.zarr"))
+    assert ds["image"].dims == ("t", "z", "y", "x") and ds["image"].chunks[0] == (1, 1)
+    np.testing.assert_array_equal(ds["image"].values, zyx(np.asanyarray(nib.load(src).dataobj)))
+    assert ds.attrs["source_files"][0]["sha256"] == sha256_file(src)
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_compression_choices_round_trip(tmp_path: Path, compression: str) -> None:
+    import zarr
+
+    src = need(COLIN)
+    assert main(["ingest", str(src), "-o", str(tmp_path / "c.zarr"), "-q", "--compression", compression]) == 0
+    codecs = [c["name"] for c in zarr.open_array(tmp_path / "c.zarr" / "image", mode="r").metadata.to_dict()["codecs"]]
+    assert codecs[-1] == "crc32c" and (("blosc" in codecs) == (compression == "zstd"))
+    np.testing.assert_array_equal(open_store(tmp_path / "c.zarr")["image"].values,
+                                  zyx(np.asanyarray(nib.load(src).dataobj)))

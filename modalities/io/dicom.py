@@ -2,10 +2,13 @@
 
 What it returns
     ``read(paths, series=None)`` returns ``{"/": ds}`` where ``ds["image"]`` has dims
-    ``("z", "y", "x")`` and one dask chunk per slice, ``(1, Rows, Columns)``, so a store written
-    from it streams slice by slice and 2D tasks read one slice per chunk. Nothing but headers is
-    read up front; every slice is decoded (pydicom + pylibjpeg/openjpeg for compressed transfer
-    syntaxes) only when dask computes its chunk.
+    ``("z", "y", "x")`` and dask chunks that are slabs of whole slices of at most ~8 MiB (the NIfTI
+    reader's convention), so a store written from it streams slab by slab. Nothing but headers is
+    read up front; every slice is decoded only when dask computes its slab: uncompressed
+    little-endian pixel data are taken straight from the file bytes at the offset the header parse
+    recorded (bit-exact with pydicom, unused high bits corrected the same way), anything else by
+    pydicom + pylibjpeg/openjpeg. Each single-frame file is read once: the same bytes feed its
+    sha256 (:class:`~scorerecon.modalities.io.digests.StreamedDigest`) and its pixels.
 
 Geometry (the project convention, ``shared/docs/DESIGN.md`` section 2)
     * ``y`` indexes DICOM rows, ``x`` columns, ``z`` slices sorted *ascending along the slice
@@ -48,6 +51,7 @@ Identifiers
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +69,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from scorerecon.modalities.io.digests import StreamedDigest
 from scorerecon.modalities.io.store import provenance_attrs
 from scorerecon.pipelines.errors import InputError
 
@@ -89,6 +94,12 @@ IDENTIFYING_TAGS: tuple[str, ...] = (
     "PixelPaddingValue",
 )
 
+#: Upper bound of one dask/zarr chunk (a slab of whole slices), as in the NIfTI reader.
+CHUNK_BYTES = 8 * 2**20
+
+#: Transfer syntaxes whose pixel data are the raw little-endian array (read without pydicom).
+_NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
 _DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -111,6 +122,7 @@ class _Slice:
     sop_instance_uid: str | None
     sop_class_uid: str | None
     instance_number: int | None
+    pixel_offset: int | None = None  # byte offset of raw native pixel data (single-frame LE files)
 
 
 @dataclass
@@ -291,7 +303,25 @@ def _make_slice(path: Path, ds: Dataset, frame: int | None) -> _Slice:
         sop_instance_uid=str(ds.SOPInstanceUID) if "SOPInstanceUID" in ds else None,
         sop_class_uid=str(ds.SOPClassUID) if "SOPClassUID" in ds else None,
         instance_number=int(number) if number not in (None, "") else None,
+        pixel_offset=_native_pixel_offset(ds) if frame is None else None,
     )
+
+
+def _native_pixel_offset(ds: Dataset) -> int | None:
+    """Where a single-frame, uncompressed little-endian greyscale file's pixel bytes start, else None."""
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
+    if syntax not in _NATIVE_LITTLE_ENDIAN or int(ds.get("SamplesPerPixel", 1)) != 1 \
+            or int(ds.get("NumberOfFrames", 1) or 1) != 1 or "PixelData" not in ds:
+        return None
+    bits = int(ds.get("BitsAllocated", 0))
+    if bits not in (8, 16, 32):
+        return None
+    elem = ds.get_item("PixelData", keep_deferred=True)
+    tell, length = getattr(elem, "value_tell", None), getattr(elem, "length", None)
+    needed = int(ds.Rows) * int(ds.Columns) * bits // 8
+    if tell is None or length in (None, _UNDEFINED_LENGTH) or length < needed:
+        return None
+    return int(tell)
 
 
 def _slices_of(series: _Series) -> tuple[list[_Slice], bool]:
@@ -427,10 +457,40 @@ def _output_dtype(slices: list[_Slice], stored: np.dtype, rng: tuple[float, floa
     return np.dtype("float32"), True
 
 
-def _load_slice(s: _Slice, stored: np.dtype, rng: tuple[float, float], out: np.dtype, rescale: bool) -> np.ndarray:
-    """Decode one slice (only this frame of a multi-frame file) and apply its rescale."""
+def _native_pixels(s: _Slice, raw: bytes, stored: np.dtype, bits_stored: int) -> np.ndarray:
+    """The pixel array of an uncompressed little-endian file from its bytes, as pydicom decodes it."""
+    count = s.rows * s.cols
+    end = s.pixel_offset + count * stored.itemsize
+    if len(raw) < end:
+        raise InputError(s.path, f"truncated DICOM file: pixel data need {end} bytes, file has {len(raw)}")
+    pixels = np.frombuffer(raw, dtype=stored.newbyteorder("<"), count=count, offset=s.pixel_offset)
+    pixels = pixels.astype(stored, copy=True).reshape(s.rows, s.cols)
+    shift = stored.itemsize * 8 - bits_stored
+    if 0 < shift < stored.itemsize * 8:  # pydicom's correction of the unused high bits (PS3.5 8.1.1)
+        np.left_shift(pixels, shift, out=pixels)
+        np.right_shift(pixels, shift, out=pixels)
+    return pixels
+
+
+def _load_slice(s: _Slice, stored: np.dtype, rng: tuple[float, float], out: np.dtype, rescale: bool,
+                digest: StreamedDigest | None = None, bits_stored: int = 0) -> np.ndarray:
+    """Decode one slice (only this frame of a multi-frame file) and apply its rescale.
+
+    A single-frame file is read whole once: its bytes feed ``digest`` and are decoded in memory.
+    """
     try:
-        pixels = pydicom.pixels.pixel_array(s.path, index=s.frame)
+        if s.frame is None:
+            raw = s.path.read_bytes()
+            if digest is not None:
+                digest.feed(0, raw)
+            if s.pixel_offset is not None and stored.kind in "iu":
+                pixels = _native_pixels(s, raw, stored, bits_stored or stored.itemsize * 8)
+            else:
+                pixels = pydicom.pixels.pixel_array(io.BytesIO(raw))
+        else:
+            pixels = pydicom.pixels.pixel_array(s.path, index=s.frame)
+    except InputError:
+        raise
     except Exception as exc:  # decoders raise many types; all mean "this file's pixels are unusable"
         raise InputError(s.path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from None
     if pixels.shape != (s.rows, s.cols):
@@ -493,13 +553,22 @@ def read(paths: list[Path], series: str | None = None, **options: Any) -> dict[s
     out, rescale = _output_dtype(slices, stored, rng)
 
     ny, nx = slices[0].rows, slices[0].cols
+    sources = list(dict.fromkeys(s.path for s in slices))
+    streamed = {path: StreamedDigest(path) for path in sources} if not multiframe else {}
+    bits_stored = int(first.get("BitsStored", stored.itemsize * 8))
+    per_slab = int(max(1, CHUNK_BYTES // (ny * nx * max(stored.itemsize, out.itemsize))))
+    starts = list(range(0, len(slices), per_slab))
+
     def load_block(block_id: tuple[int, int, int]) -> np.ndarray:
-        return _load_slice(slices[block_id[0]], stored, rng, out, rescale)[None]
+        k0 = starts[block_id[0]]
+        return np.stack([_load_slice(s, stored, rng, out, rescale, streamed.get(s.path), bits_stored)
+                         for s in slices[k0:k0 + per_slab]])
 
     # One graph layer for the whole series (a stack of per-file arrays makes one layer per
     # file, and dask's graph optimisation grows faster than linearly in the layer count).
     token = dask.base.tokenize(READER, [(str(s.path), s.frame) for s in slices], str(out), rescale)
-    data = da.map_blocks(load_block, dtype=out, chunks=((1,) * len(slices), (ny,), (nx,)),
+    chunks_z = tuple(min(per_slab, len(slices) - k0) for k0 in starts)
+    data = da.map_blocks(load_block, dtype=out, chunks=(chunks_z, (ny,), (nx,)),
                          meta=np.empty((0, 0, 0), dtype=out), name=f"dicom-{token}")
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS
     modality = str(first.get("Modality", "OT"))
@@ -511,7 +580,6 @@ def read(paths: list[Path], series: str | None = None, **options: Any) -> dict[s
     image = xr.Variable(("z", "y", "x"), data, attrs=image_attrs)
     coords = {name: (name, np.arange(n) * step, {"units": "mm"})
               for name, n, step in (("z", len(slices), spacing[2]), ("y", ny, spacing[1]), ("x", nx, spacing[0]))}
-    sources = list(dict.fromkeys(s.path for s in slices))
     attrs: dict[str, Any] = {
         "affine": affine.tolist(),
         "spacing": spacing,
@@ -519,7 +587,7 @@ def read(paths: list[Path], series: str | None = None, **options: Any) -> dict[s
         "orientation": "".join(orientations.aff2axcodes(affine)),
         "affine_source": "DICOM ImageOrientationPatient/ImagePositionPatient/PixelSpacing (LPS->RAS)",
         "dicom": _dicom_attrs(first, slices),
-        **provenance_attrs(READER, READER_VERSION, sources),
+        **provenance_attrs(READER, READER_VERSION, sources, {p.resolve(): d for p, d in streamed.items()}),
     }
     if note:
         attrs["geometry_note"] = note

@@ -27,6 +27,11 @@ header says (``.nii``: file size; ``.nii.gz``: the gzip trailer's uncompressed s
 by a streaming decompression when they disagree). A corrupt compressed stream met while writing
 is raised as :class:`InputError` too, so the store writer removes its partial output.
 
+Reading and hashing ``.nii``
+    An uncompressed file's slabs are contiguous byte ranges; each is read with one ``pread`` and
+    the same bytes feed the file's sha256 (:class:`~scorerecon.modalities.io.digests.StreamedDigest`),
+    so ingest reads every byte once. Scaling follows nibabel's ``ArrayProxy`` exactly.
+
 Caveat for ``.nii.gz``
     gzip cannot seek backwards cheaply. The file handle is kept open between chunk reads
     (``keep_file_open=True``), so slabs read in order cost one decompression pass in total;
@@ -38,6 +43,7 @@ Caveat for ``.nii.gz``
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -48,7 +54,9 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 from nibabel.filebasedimages import ImageFileError
+from nibabel.volumeutils import apply_read_scaling
 
+from scorerecon.modalities.io.digests import StreamedDigest
 from scorerecon.modalities.io.store import provenance_attrs
 from scorerecon.pipelines.errors import InputError
 
@@ -129,6 +137,12 @@ def _affine(path: Path, img: nib.Nifti1Image) -> tuple[np.ndarray, str]:
     return affine, source
 
 
+def _head_bytes(path: Path, offset: int) -> bytes:
+    """The header and extensions: the bytes before the voxel data."""
+    with open(path, "rb") as handle:
+        return handle.read(offset)
+
+
 def _read_slab(proxy: Any, path: Path, k0: int, k1: int, t: int | None, out: np.dtype) -> np.ndarray:
     """Read slices ``k0:k1`` (of time point ``t``) as a ``(z, y, x)`` array."""
     slicer = (slice(None), slice(None), slice(k0, k1)) + (() if t is None else (t,))
@@ -138,6 +152,37 @@ def _read_slab(proxy: Any, path: Path, k0: int, k1: int, t: int | None, out: np.
         where = f"slices {k0}..{k1 - 1}" + ("" if t is None else f" of volume {t}")
         raise InputError(path, f"cannot read {where} ({type(exc).__name__}: {exc})") from None
     return np.ascontiguousarray(block.transpose(2, 1, 0)).astype(out, copy=False)
+
+
+def _read_raw_slab(proxy: Any, path: Path, k0: int, k1: int, t: int | None, out: np.dtype,
+                   digest: StreamedDigest) -> np.ndarray:
+    """Slices ``k0:k1`` of an uncompressed file by one ``pread``; the bytes also feed ``digest``."""
+    nx, ny, nz = proxy.shape[:3]
+    itemsize = proxy.dtype.itemsize
+    per_slice = nx * ny * itemsize
+    offset = int(proxy.offset) + ((0 if t is None else t) * nz + k0) * per_slice
+    length = (k1 - k0) * per_slice
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if hasattr(os, "posix_fadvise"):  # start reading the next slabs while this one is processed
+                os.posix_fadvise(fd, offset + length, 4 * length, os.POSIX_FADV_WILLNEED)
+            raw = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise InputError(path, f"cannot read slices {k0}..{k1 - 1} ({exc.strerror})") from None
+    if len(raw) != length:
+        raise InputError(path, f"truncated NIfTI file: slices {k0}..{k1 - 1} end past the end of the file")
+    digest.feed(offset, raw)
+    block = np.frombuffer(raw, dtype=proxy.dtype).reshape(k1 - k0, ny, nx)  # (x, y, z) Fortran = (z, y, x) C
+    slope, inter = np.asanyarray(proxy.slope), np.asanyarray(proxy.inter)
+    if not (slope == 1.0 and inter == 0.0):  # nibabel ArrayProxy._get_scaled with dtype=None
+        use = slope.dtype
+        slope = slope.astype(use) if np.can_cast(slope, use) else slope
+        inter = inter.astype(use) if np.can_cast(inter, use) else inter
+        return np.asarray(apply_read_scaling(block, slope, inter)).astype(out, copy=False)
+    return block.astype(out, copy=False)  # read-only view of the bytes when no conversion is needed
 
 
 def read(paths: list[Path], **options: Any) -> dict[str, xr.Dataset]:
@@ -175,24 +220,37 @@ def read(paths: list[Path], **options: Any) -> dict[str, xr.Dataset]:
     nx, ny, nz = shape[:3]
     per_slice = nx * ny * max(out.itemsize, stored.itemsize)
     step = int(max(1, min(nz, CHUNK_BYTES // per_slice)))
-    times = [None] if len(shape) == 3 else list(range(shape[3]))
-    volumes = []
-    for t in times:
-        slabs = [da.from_delayed(dask.delayed(_read_slab, pure=True)(proxy, path, k0, min(k0 + step, nz), t, out),
-                                 shape=(min(k0 + step, nz) - k0, ny, nx), dtype=out)
-                 for k0 in range(0, nz, step)]
-        volumes.append(da.concatenate(slabs, axis=0))
+    digests: dict[Path, StreamedDigest] = {}
+    if not path.name.lower().endswith(".gz") and img.dataobj.order == "F" and len(img.shape) >= 3:
+        digest = StreamedDigest(path)
+        digest.feed(0, _head_bytes(path, int(img.dataobj.offset)))
+        digests[path.resolve()] = digest
+
+    def load_block(block_id: tuple[int, ...]) -> np.ndarray:
+        t, k = (None, block_id[0]) if len(shape) == 3 else block_id[:2]
+        k0, k1 = k * step, min(k * step + step, nz)
+        if digests:
+            block = _read_raw_slab(proxy, path, k0, k1, t, out, digests[path.resolve()])
+        else:
+            block = _read_slab(proxy, path, k0, k1, t, out)
+        return block if t is None else block[None]
+
+    # One named array whose block keys sort in file order: dask's scheduler then reads slabs
+    # front to back (sequential I/O, and the streamed sha256 advances without buffering).
+    token = dask.base.tokenize(READER, str(path.resolve()), path.stat().st_mtime_ns, str(out))
+    slab_chunks = tuple(min(step, nz - k0) for k0 in range(0, nz, step))
+    chunks = (slab_chunks, (ny,), (nx,)) if len(shape) == 3 else ((1,) * shape[3], slab_chunks, (ny,), (nx,))
+    data = da.map_blocks(load_block, dtype=out, chunks=chunks, meta=np.empty((0,) * len(chunks), dtype=out),
+                         name=f"nifti-{token}")
     spacing = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
     coords: dict[str, Any] = {name: (name, np.arange(n) * s, {"units": "mm"})
                               for name, n, s in (("z", nz, spacing[2]), ("y", ny, spacing[1]), ("x", nx, spacing[0]))}
     space_units, time_units = hdr.get_xyzt_units()
     if len(shape) == 4:
-        data = da.stack(volumes, axis=0)
         dims: tuple[str, ...] = ("t", "z", "y", "x")
         coords["t"] = ("t", np.arange(shape[3]) * float(hdr["pixdim"][4]),
                        {"units": _TIME_UNITS.get(time_units, "index")})
     else:
-        data = volumes[0]
         dims = ("z", "y", "x")
     image_attrs: dict[str, Any] = {"long_name": "image"}
     if scaled:
@@ -209,6 +267,6 @@ def read(paths: list[Path], **options: Any) -> dict[str, xr.Dataset]:
             "pixdim": [float(v) for v in hdr["pixdim"]], "xyzt_units": [space_units, time_units],
             "datatype": str(hdr.get_data_dtype()), "descrip": hdr["descrip"].item().decode("latin-1").strip("\x00 "),
         },
-        **provenance_attrs(READER, READER_VERSION, [path]),
+        **provenance_attrs(READER, READER_VERSION, [path], digests),
     }
     return {"/": xr.Dataset({"image": xr.Variable(dims, data, attrs=image_attrs)}, coords=coords, attrs=attrs)}
