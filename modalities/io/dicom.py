@@ -52,6 +52,7 @@ Identifiers
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -219,9 +220,31 @@ def _has_pixels(ds: Dataset) -> bool:
     return any(tag in ds for tag in _PIXEL_TAGS)
 
 
-def _group_series(files: Iterable[tuple[Path, bool]]) -> dict[str, _Series]:
+def _prefetch_header(path: Path, nbytes: int = 64 * 1024) -> None:
+    """Ask the kernel to start reading a file's first bytes (its header) in the background."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # reported with the file's name when its header is read
+    try:
+        os.posix_fadvise(fd, 0, nbytes, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
+def _group_series(files: Iterable[tuple[Path, bool]], lookahead: int = 64) -> dict[str, _Series]:
+    """Parse every header, grouped by SeriesInstanceUID; the next ``lookahead`` headers are
+    prefetched so that parsing thousands of small files is not one disk round trip per file."""
+    files = list(files)
     series: dict[str, _Series] = {}
-    for path, strict in files:
+    for index, (path, strict) in enumerate(files):
+        if index == 0:
+            for ahead, _ in files[:lookahead]:
+                _prefetch_header(ahead)
+        elif index + lookahead - 1 < len(files):
+            _prefetch_header(files[index + lookahead - 1][0])
         ds = _read_header(path, strict)
         if ds is None:
             continue
@@ -464,10 +487,10 @@ def _native_pixels(s: _Slice, raw: bytes, stored: np.dtype, bits_stored: int) ->
     if len(raw) < end:
         raise InputError(s.path, f"truncated DICOM file: pixel data need {end} bytes, file has {len(raw)}")
     pixels = np.frombuffer(raw, dtype=stored.newbyteorder("<"), count=count, offset=s.pixel_offset)
-    pixels = pixels.astype(stored, copy=True).reshape(s.rows, s.cols)
+    pixels = pixels.astype(stored, copy=False).reshape(s.rows, s.cols)  # a read-only view when native
     shift = stored.itemsize * 8 - bits_stored
     if 0 < shift < stored.itemsize * 8:  # pydicom's correction of the unused high bits (PS3.5 8.1.1)
-        np.left_shift(pixels, shift, out=pixels)
+        pixels = np.left_shift(pixels, shift)
         np.right_shift(pixels, shift, out=pixels)
     return pixels
 
@@ -495,7 +518,8 @@ def _load_slice(s: _Slice, stored: np.dtype, rng: tuple[float, float], out: np.d
         raise InputError(s.path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from None
     if pixels.shape != (s.rows, s.cols):
         raise InputError(s.path, f"pixel data has shape {pixels.shape}, expected ({s.rows}, {s.cols})")
-    if stored.kind in "iu":
+    native = s.frame is None and s.pixel_offset is not None
+    if stored.kind in "iu" and not native:  # the native path's values lie in the range by construction
         lo, hi = pixels.min(), pixels.max()
         if lo < rng[0] or hi > rng[1]:
             raise InputError(s.path, f"stored values {lo}..{hi} exceed the BitsStored range {rng[0]}..{rng[1]}")
@@ -561,8 +585,11 @@ def read(paths: list[Path], series: str | None = None, **options: Any) -> dict[s
 
     def load_block(block_id: tuple[int, int, int]) -> np.ndarray:
         k0 = starts[block_id[0]]
-        return np.stack([_load_slice(s, stored, rng, out, rescale, streamed.get(s.path), bits_stored)
-                         for s in slices[k0:k0 + per_slab]])
+        members = slices[k0:k0 + per_slab]
+        block = np.empty((len(members), ny, nx), dtype=out)
+        for i, s in enumerate(members):
+            block[i] = _load_slice(s, stored, rng, out, rescale, streamed.get(s.path), bits_stored)
+        return block
 
     # One graph layer for the whole series (a stack of per-file arrays makes one layer per
     # file, and dask's graph optimisation grows faster than linearly in the layer count).
