@@ -6,11 +6,15 @@ Two parts, printed as markdown tables with the metric convention and the machine
    (1 view/degree), noise-free parallel-beam sinograms simulated with the project's Radon operator
    from held-out slices of the real head CT (``head_ct_ddpm``'s ``data.holdout``): FBP, SART and
    TV (Chambolle-Pock) against the diffusion solvers (:func:`scorerecon.pipelines.evaluate.evaluate`,
-   the same code as ``scorerecon evaluate --task ct``).
+   the same code as ``scorerecon evaluate --task ct``), each one sample at ``--nfe``, plus DDS and
+   prox as the mean of ``--samples`` posterior samples (the MMSE estimate, ``--samples`` x NFE).
+   Images are 128x128 central crops at the scan's native 0.96 mm pixels, the resolution the
+   prior was trained at (``--downsample 2`` gives the whole slice at 1.9 mm, a scale it never saw).
 2. **Few-step vs. 1000-NFE** -- 23 views: hard data consistency inside DDIM at ``--nfe`` steps and
    DDS against the same data step inside score-SDE's predictor-corrector sampler at 1000 NFE.
 
-    python benchmarks/ct.py [--slices 54] [--downsample 2] [--nfe 30] [--pc-nfe 1000] [--parts 1,2]
+    python benchmarks/ct.py [--slices 50,58] [--crop 128] [--downsample 1] [--nfe 30] [--samples 4]
+                            [--pc-nfe 1000] [--parts 1,2]
 
 The store ``results/stores/head_ct_hu.zarr`` (the priors' training store) is made by ``make
 bench-quality`` (or ``scorerecon ingest data/demo/head_ct_hu.nii.gz -o results/stores/head_ct_hu.zarr``).
@@ -29,6 +33,7 @@ from scorerecon.pipelines.evaluate import (
     family_summary,
     few_vs_many_lines,
     markdown_table,
+    mean_variants,
     parse_slices,
 )
 from scorerecon.pipelines.hardware import one_line
@@ -42,7 +47,8 @@ def matrix(args: argparse.Namespace) -> None:
     for title, geometry in GEOMETRIES:
         start = time.perf_counter()
         result = evaluate("ct", args.store, parse_slices(args.slices), checkpoint=args.checkpoint, nfe=args.nfe,
-                          seed=0, solvers=args.solvers, downsample=args.downsample, **geometry)
+                          seed=0, solvers=args.solvers, crop=args.crop, downsample=args.downsample,
+                          variants=mean_variants(args.samples), **geometry)
         p = result["params"]
         print(f"\n#### {title}, slices {p['slices']}, {p['image_shape'][0]}x{p['image_shape'][1]} px at "
               f"{p['pixel_size_mm']:.3g} mm\n")
@@ -53,7 +59,8 @@ def matrix(args: argparse.Namespace) -> None:
 def few_vs_many(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     result = evaluate("ct", args.store, parse_slices(args.slices), checkpoint=args.checkpoint, nfe=args.nfe, seed=0,
-                      solvers=["dc", "dds"], baselines=["fbp", "tv"], downsample=args.downsample, views=23,
+                      solvers=["dc", "dds"], baselines=["fbp", "tv"], crop=args.crop, downsample=args.downsample,
+                      views=23,
                       variants={f"dc_pc{args.pc_nfe}": {"solver": "dc", "nfe": args.pc_nfe, "sampler": "pc"}})
     print(f"\n#### Few-step vs. {args.pc_nfe}-NFE predictor-corrector (23 views, same prior and slices)\n")
     print(markdown_table(result))
@@ -65,9 +72,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", default=str(ROOT / "results/stores/head_ct_hu.zarr"))
     parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints/head_ct_ddpm"))
-    parser.add_argument("--slices", default="54", help="held-out slices of the prior")
-    parser.add_argument("--downsample", type=int, default=2, help="average F x F pixels (2: 128x128 at 1.9 mm)")
+    parser.add_argument("--slices", default="50,58", help="held-out slices of the prior")
+    parser.add_argument("--crop", type=int, default=128, help="central crop (pixels) at the native resolution")
+    parser.add_argument("--downsample", type=int, default=1, help="average F x F pixels after cropping")
     parser.add_argument("--nfe", type=int, default=30)
+    parser.add_argument("--samples", type=int, default=4, help="posterior samples averaged by the *_mean rows")
     parser.add_argument("--pc-nfe", type=int, default=1000)
     parser.add_argument("--solvers", default=None, help="comma list (default: all five)")
     parser.add_argument("--parts", default="1,2", help="1 = geometry matrix, 2 = few vs many NFE")

@@ -1,11 +1,13 @@
 """Score-based MRI reconstruction vs. compressed sensing on real held-out data (issue 4).
 
-Three parts, each printed as markdown tables with the metric convention and the machine:
+Four parts, each printed as markdown tables with the metric convention and the machine:
 
 1. **Undersampling matrix** -- R = 4 and R = 8, random and equispaced 1-D masks (fastMRI centre
    fractions 0.08 / 0.04), single-coil k-space simulated from held-out Colin27 T1 slices of the
    ``brain_ddpm`` prior: zero-filled, sigpy TV and L1-wavelet against the diffusion solvers
-   (:func:`scorerecon.pipelines.evaluate.evaluate`, the same code as ``scorerecon evaluate``).
+   (:func:`scorerecon.pipelines.evaluate.evaluate`, the same code as ``scorerecon evaluate``),
+   each one sample at ``--nfe``, plus DDS and prox as the mean of ``--samples`` posterior samples
+   (the MMSE estimate, ``--samples`` x NFE).
 2. **Few-step vs. 1000-NFE** -- on R = 4 random: hard data consistency inside DDIM at ``--nfe``
    steps against the same data step inside score-SDE's predictor-corrector sampler at 1000 NFE
    (reverse diffusion + one Langevin corrector step, 500 steps), same prior, same slices.
@@ -18,10 +20,12 @@ Three parts, each printed as markdown tables with the metric convention and the 
    families transfer, not what either does when tuned for it.
 
 4. **Multi-coil** -- 8 coils simulated from the same held-out slices (birdcage maps + a smooth
-   phase; reconstruction with the true maps), R = 4 and 8: SENSE zero-filled / TV / L1-wavelet
-   against the diffusion solvers on real and imaginary parts (score-MRI).
+   phase; reconstruction with the true maps, and at R = 4 also with ESPIRiT maps from the ACS
+   block), R = 4 and 8: SENSE zero-filled / TV / L1-wavelet against the diffusion solvers on real
+   and imaginary parts (score-MRI).
 
-    python benchmarks/mri.py [--slices 85,95] [--crop 128] [--nfe 30] [--pc-nfe 1000] [--parts 1,2,3,4]
+    python benchmarks/mri.py [--slices 85,95] [--crop 128] [--nfe 30] [--samples 4] [--pc-nfe 1000]
+                             [--parts 1,2,3,4]
 
 The store ``results/stores/colin27_t1.zarr`` (the priors' training store) is made by ``make
 bench-quality`` (or ``scorerecon ingest data/demo/colin27_t1.nii.gz -o results/stores/colin27_t1.zarr``).
@@ -42,6 +46,7 @@ from scorerecon.pipelines.evaluate import (
     family_summary,
     few_vs_many_lines,
     markdown_table,
+    mean_variants,
     parse_slices,
 )
 from scorerecon.pipelines.hardware import one_line
@@ -55,7 +60,8 @@ def matrix(args: argparse.Namespace) -> None:
         for mask in ("random", "equispaced"):
             start = time.perf_counter()
             result = evaluate("mri", args.store, parse_slices(args.slices), checkpoint=args.checkpoint, accel=accel,
-                              mask=mask, nfe=args.nfe, seed=0, solvers=args.solvers, crop=args.crop)
+                              mask=mask, nfe=args.nfe, seed=0, solvers=args.solvers, crop=args.crop,
+                              variants=mean_variants(args.samples))
             p = result["params"]
             print(f"\n#### R={accel:g}, {mask} 1-D mask (realised R {p['mask']['realised_acceleration']}), "
                   f"slices {p['slices']}, {p['image_shape'][0]}x{p['image_shape'][1]} px\n")
@@ -146,6 +152,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--nfe", type=int, default=30)
     parser.add_argument("--pc-nfe", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=4, help="posterior samples averaged by the *_mean rows")
     parser.add_argument("--solvers", default=None, help="comma list (default: all five; twix: dc,dds,prox)")
     parser.add_argument("--parts", default="1,2,3,4",
                         help="1 = R/mask matrix, 2 = few vs many NFE, 3 = twix, 4 = simulated 8-coil")

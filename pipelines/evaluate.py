@@ -171,12 +171,14 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
              nfe: int | None = 50, seed: int = 0, solvers: list[str] | None = None, baselines: list[str] | None = None,
              crop: int | None = None, downsample: int = 1, device: str = "cpu",
              log: Any = None, variants: dict[str, dict[str, Any]] | None = None, coils: int = 1,
-             coil_maps: str = "true") -> dict[str, Any]:
+             coil_maps: str = "true", samples: int = 1) -> dict[str, Any]:
     """Run baselines and diffusion solvers on held-out slices; returns the result dict (schema above).
 
     ``variants`` adds named runs of a solver with other settings, e.g. ``{"dc_pc1000": {"solver":
     "dc", "nfe": 1000, "sampler": "pc"}}`` (score-SDE's predictor-corrector sampler at 1000 NFE
-    with the same data step), for few-step vs. many-step comparisons on the same model.
+    with the same data step), for few-step vs. many-step comparisons on the same model; a variant's
+    ``"samples": N`` makes it the mean of N posterior samples (the MMSE estimate; NFE counted N times).
+    ``samples`` does that for every solver.
     ``coils > 1`` (MRI) simulates multi-coil k-space (birdcage maps + a smooth phase, seeded per
     slice); the baselines and solvers then use the simulation's maps (``coil_maps="true"``, the
     oracle-maps setting) or ESPIRiT maps from the mask's fully sampled centre (``"espirit"``, as
@@ -264,28 +266,39 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
             say(f"{name}: {methods[name]['psnr']:.2f} dB")
         problem = ct_problem(sino, geometry, pixel_mm, model.card["data"]["normalization"])
 
+    if int(samples) < 1:
+        raise InputError(None, f"--samples must be >= 1, got {samples}")
+    params["samples"] = int(samples)
     params["solver_settings"] = {s: problem.spec(s) for s in solvers}
-    runs = [(s, s, nfe, {}) for s in solvers]
+    runs = [(s, s, nfe, int(samples), {}) for s in solvers]
     for name, variant in (variants or {}).items():
         settings = dict(variant)
         base, budget = settings.pop("solver"), int(settings.pop("nfe", nfe))
-        runs.append((name, base, budget, settings))
-        params["solver_settings"][name] = {**problem.spec(base, **settings), "solver": base, "nfe": budget}
-    for solver, base, budget, settings in runs:
+        draws = int(settings.pop("samples", samples))
+        runs.append((name, base, budget, draws, settings))
+        params["solver_settings"][name] = {**problem.spec(base, **settings), "solver": base, "nfe": budget,
+                                           "samples": draws}
+    for solver, base, budget, draws, settings in runs:
         with torch.no_grad():
-            rec = reconstruct(problem, model, base, nfe=budget, seed=seed, device=device, **settings)
+            rec = reconstruct(problem, model, base, nfe=budget, seed=seed, n_samples=draws, device=device, **settings)
         est = rec.image.detach().cpu()
         metrics = image_metrics(truth, est.abs()) if task == "mri" else ct_metrics(truth, est[:, 0].numpy())
         residual = float(problem.residual(rec.model_state.cpu()).mean())
-        methods[solver] = _entry("diffusion", metrics, rec.nfe, rec.seconds, relative_data_residual=round(residual, 6))
+        methods[solver] = _entry("diffusion", metrics, rec.nfe * draws, rec.seconds,
+                                 relative_data_residual=round(residual, 6), samples=draws)
         say(f"{solver}: {methods[solver]['psnr']:.2f} dB, {rec.nfe} NFE, {rec.seconds:.1f} s")
     return {"task": task, "convention": CONVENTIONS[task], "params": params, "slices": slices, "methods": methods}
+
+
+def mean_variants(samples: int, solvers: tuple[str, ...] = ("dds", "prox")) -> dict[str, dict[str, Any]]:
+    """``evaluate`` variants ``<solver>_mean<N>``: the mean of ``samples`` posterior samples of each solver."""
+    return {f"{s}_mean{int(samples)}": {"solver": s, "samples": int(samples)} for s in solvers} if samples > 1 else {}
 
 
 # Metrics where smaller is better; every other metric column is "higher is better".
 LOWER_IS_BETTER = frozenset({"nmse", "sam", "ergas", "mae", "mae_inside", "mae_outside", "sam_inside",
                              "sam_outside", "d_lambda", "d_s", "rmse"})
-_NOT_METRICS = ("family", "nfe", "seconds", "data_range")
+_NOT_METRICS = ("family", "nfe", "seconds", "data_range", "samples")
 
 
 def best_per_family(methods: dict[str, dict[str, Any]], primary: str | None) -> dict[str, str]:
@@ -385,7 +398,7 @@ def _evaluate_medical(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                     accel=args.accel, mask=args.mask or "random", views=args.views, arc=args.arc, nfe=args.nfe,
                     seed=args.seed, solvers=_csv(args.solvers), baselines=_csv(args.baselines), crop=args.crop,
                     downsample=args.downsample, device=args.device, log=log, coils=args.coils,
-                    coil_maps=args.coil_maps)
+                    coil_maps=args.coil_maps, samples=args.samples or 1)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -451,7 +464,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--clear", type=Path, default=None, help="cloud: clear reference (GeoTIFF/JP2 or .npy)")
     parser.add_argument("--cloudy", type=Path, default=None, help="cloud: cloudy input (GeoTIFF/JP2 or .npy)")
     parser.add_argument("--samples", type=int, default=None,
-                        help="posterior samples averaged (pansharpen, cloud: also their std; natural tasks)")
+                        help="posterior samples averaged (mri, ct: each solver's output is the mean of N samples, "
+                        "N x NFE; pansharpen, cloud: also their std; natural tasks)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="write the result JSON here (atomically)")

@@ -164,3 +164,16 @@ def test_evaluate_mri_multicoil_simulation(stores, tmp_path, capsys) -> None:
                "--coil-maps", "espirit", "--nfe", "4", "--crop", "48", "--solvers", "dds", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "ESPIRiT" in err and err.strip().count("\n") == 0
+
+
+def test_mri_posterior_mean_variant_counts_every_sample(stores, tmp_path) -> None:
+    """A ``*_mean<N>`` variant averages N posterior samples and reports N x NFE."""
+    from scorerecon.pipelines.evaluate import evaluate, mean_variants
+
+    _need(BRAIN)
+    result = evaluate("mri", stores["brain"], [85], nfe=3, seed=0, solvers=["dds"], baselines=["zero_filled"],
+                      crop=48, variants=mean_variants(2, ("dds",)))
+    single, mean = result["methods"]["dds"], result["methods"]["dds_mean2"]
+    assert single["nfe"] == 3 and single["samples"] == 1
+    assert mean["nfe"] == 6 and mean["samples"] == 2 and mean["psnr"] != single["psnr"]
+    assert result["params"]["solver_settings"]["dds_mean2"]["samples"] == 2
