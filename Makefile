@@ -31,6 +31,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --profile workflows/profiles/local
 
 train: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps dipy==1.12.1  # example MR files of the brain_mr_ddpm prior
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --profile workflows/profiles/local train_all
 
 lint: $(STAMP)

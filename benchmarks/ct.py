@@ -6,8 +6,9 @@ Two parts, printed as markdown tables with the metric convention and the machine
    (1 view/degree), noise-free parallel-beam sinograms simulated with the project's Radon operator
    from held-out slices of the real head CT (``head_ct_ddpm``'s ``data.holdout``): FBP, SART and
    TV (Chambolle-Pock) against the diffusion solvers (:func:`scorerecon.pipelines.evaluate.evaluate`,
-   the same code as ``scorerecon evaluate --task ct``), each one sample at ``--nfe``, plus DDS and
-   prox as the mean of ``--samples`` posterior samples (the MMSE estimate, ``--samples`` x NFE).
+   the same code as ``scorerecon evaluate --task ct``), each one sample at ``--nfe``, plus every
+   data-consistent solver (dc, projection, DDS, prox) as the mean of ``--samples`` posterior
+   samples (the MMSE estimate, ``--samples`` x NFE).
    Images are 128x128 central crops at the scan's native 0.96 mm pixels, the resolution the
    prior was trained at (``--downsample 2`` gives the whole slice at 1.9 mm, a scale it never saw).
 2. **Few-step vs. 1000-NFE** -- 23 views: hard data consistency inside DDIM at ``--nfe`` steps and

@@ -6,8 +6,8 @@ Four parts, each printed as markdown tables with the metric convention and the m
    fractions 0.08 / 0.04), single-coil k-space simulated from held-out Colin27 T1 slices of the
    ``brain_ddpm`` prior: zero-filled, sigpy TV and L1-wavelet against the diffusion solvers
    (:func:`scorerecon.pipelines.evaluate.evaluate`, the same code as ``scorerecon evaluate``),
-   each one sample at ``--nfe``, plus DDS and prox as the mean of ``--samples`` posterior samples
-   (the MMSE estimate, ``--samples`` x NFE).
+   each one sample at ``--nfe``, plus every data-consistent solver (dc, projection, DDS, prox) as
+   the mean of ``--samples`` posterior samples (the MMSE estimate, ``--samples`` x NFE).
 2. **Few-step vs. 1000-NFE** -- on R = 4 random: hard data consistency inside DDIM at ``--nfe``
    steps against the same data step inside score-SDE's predictor-corrector sampler at 1000 NFE
    (reverse diffusion + one Langevin corrector step, 500 steps), same prior, same slices.
@@ -22,7 +22,7 @@ Four parts, each printed as markdown tables with the metric convention and the m
 4. **Multi-coil** -- 8 coils simulated from the same held-out slices (birdcage maps + a smooth
    phase; reconstruction with the true maps, and at R = 4 also with ESPIRiT maps from the ACS
    block), R = 4 and 8: SENSE zero-filled / TV / L1-wavelet against the diffusion solvers on real
-   and imaginary parts (score-MRI).
+   and imaginary parts (score-MRI), single samples and posterior means as in part 1.
 
     python benchmarks/mri.py [--slices 85,95] [--crop 128] [--nfe 30] [--samples 4] [--pc-nfe 1000]
                              [--parts 1,2,3,4]
@@ -75,7 +75,7 @@ def multicoil(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         result = evaluate("mri", args.store, parse_slices(args.slices), checkpoint=args.checkpoint, accel=accel,
                           mask="random", nfe=args.nfe, seed=0, solvers=args.solvers, crop=args.crop, coils=8,
-                          coil_maps=maps)
+                          coil_maps=maps, variants=mean_variants(args.samples))
         p = result["params"]
         which = "true maps" if maps == "true" else f"ESPIRiT maps from {p['coil_simulation']['calib_width']} ACS lines"
         print(f"\n#### 8 simulated coils (birdcage + smooth phase, {which}), R={accel:g} random 1-D, slices "

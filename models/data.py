@@ -8,7 +8,14 @@ training slice" and one batch is a handful of random draws from it.
   ``(z, y, x)``), opened with :func:`~scorerecon.modalities.io.store.open_store`. A volume small
   enough (``cache_mb``) is read once into RAM; a larger one stays dask-backed and each patch
   reads only the chunks it touches. A ``.nii``/``.nii.gz`` path is read with nibabel (reoriented
-  to RAS+, transposed to ``(z, y, x)`` like the store) so training is not blocked on ingest.
+  to RAS+, transposed to ``(z, y, x)`` like the store) so training is not blocked on ingest; for
+  2-D patches a 4-D NIfTI contributes the slices of every frame. A real ``.npy`` array (2-D or
+  3-D) is read as ``(z, y, x)``; any other file goes through the ingest readers (DICOM, ...).
+  A path ``pkg:<package>/<file>`` names a data file shipped inside an installed package (the
+  example MR of nibabel, dipy, pydicom-data), so configs stay portable across machines.
+  An entry may be a mapping ``{path, weight, holdout}``: ``weight`` is the share of patches drawn
+  from it (all sources or none; default: in proportion to the patch positions each offers) and
+  ``holdout`` replaces the section's ``holdout`` for that source (``{}``: nothing held out).
 * **Patches**: ``patch_size`` with two entries gives 2-D patches from slices along
   ``slice_axis``; three entries give 3-D patches. An optional ``channel_dim`` (e.g. ``band``)
   becomes the channel axis.
@@ -17,7 +24,10 @@ training slice" and one batch is a handful of random draws from it.
 * **Normalisation**: stated in the config and recorded in the model card with the values it
   resolved to: ``percentile`` (``percentiles: [lo, hi]`` of the training voxels, default
   0.5/99.5), ``minmax`` or ``fixed`` (``values: [lo, hi]``), mapped linearly to ``range``
-  (default ``[-1, 1]``) and clipped there.
+  (default ``[-1, 1]``) and clipped there. ``per_source: true`` resolves ``values`` for every
+  source on its own voxels (scanners and contrasts share no intensity unit); the card's
+  ``values`` are then the first source's, the reference scale of inference with ``intensity:
+  card``, and ``source_values`` lists all of them.
 * **Background**: patches whose foreground fraction (normalised value above ``threshold`` of
   the range) is below ``min_fraction`` are redrawn, up to ``max_tries`` times.
 
@@ -44,17 +54,49 @@ def _is_nifti(path: Path) -> bool:
     return path.name.endswith((".nii", ".nii.gz"))
 
 
+def resolve_source_path(entry: str, base: Path) -> Path:
+    """A config source path: ``pkg:<package>/<file>`` inside an installed package, else relative to ``base``."""
+    if entry.startswith("pkg:"):
+        import importlib.resources
+
+        package, _, inner = entry[4:].partition("/")
+        try:
+            root = importlib.resources.files(package)
+        except ModuleNotFoundError:
+            raise InputError(None, f"training source {entry!r}: package {package!r} is not installed") from None
+        return Path(str(root.joinpath(*inner.split("/"))))
+    return Path(entry) if Path(entry).is_absolute() else base / entry
+
+
+def _is_store(path: Path) -> bool:
+    return path.is_dir() and ((path / "zarr.json").is_file() or path.suffix == ".zarr")
+
+
 class _Volume:
     """One source array with named dims: cached as numpy, or a lazy xarray DataArray."""
 
-    def __init__(self, path: Path, group: str, variable: str, cache_mb: float) -> None:
+    def __init__(self, path: Path, group: str, variable: str, cache_mb: float, fold_frames: bool = False) -> None:
         self.path = path
+        self.lazy = None
         if _is_nifti(path):
-            self.dims, self.data, self.sources = self._read_nifti(path)
-            self.lazy = None
+            self.dims, self.data, self.sources = self._read_nifti(path, fold_frames)
             return
-        from scorerecon.modalities.io.store import attrs_json, load_checked, open_store
+        if path.suffix == ".npy":
+            self.dims, self.data, self.sources = self._read_npy(path)
+            return
+        from scorerecon.modalities.io.store import attrs_json, describe_sources, load_checked, open_store
 
+        if not _is_store(path):
+            from scorerecon.pipelines.ingest import read_sources
+
+            groups = read_sources([path])
+            ds = groups.get(group) if group in groups else next(iter(groups.values()))
+            if variable not in ds.data_vars:
+                raise InputError(path, f"the reader gives no variable {variable!r} "
+                                       f"(has {sorted(map(str, ds.data_vars))})")
+            self.dims = tuple(map(str, ds[variable].dims))
+            self.data, self.sources = np.asarray(ds[variable].values), describe_sources([path])
+            return
         ds = open_store(path, group)
         if variable not in ds.data_vars:
             raise InputError(path, f"group {group!r} has no variable {variable!r} "
@@ -70,7 +112,7 @@ class _Volume:
             self.data, self.lazy = None, var
 
     @staticmethod
-    def _read_nifti(path: Path) -> tuple[tuple[str, ...], np.ndarray, list[dict[str, Any]]]:
+    def _read_nifti(path: Path, fold_frames: bool) -> tuple[tuple[str, ...], np.ndarray, list[dict[str, Any]]]:
         import nibabel as nib
 
         from scorerecon.modalities.io.store import describe_sources
@@ -80,9 +122,25 @@ class _Volume:
             data = np.asanyarray(img.dataobj)
         except Exception as exc:
             raise InputError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+        if data.ndim > 3 and fold_frames:  # (x, y, z, t, ...) -> the slices of every frame
+            data = data.reshape(*data.shape[:3], -1)
+            data = data.transpose(3, 2, 1, 0).reshape(-1, data.shape[1], data.shape[0])
+            return ("z", "y", "x"), np.ascontiguousarray(data), describe_sources([path])
         if data.ndim != 3:
             raise InputError(path, f"expected a 3-D NIfTI volume, got shape {data.shape}")
         return ("z", "y", "x"), np.ascontiguousarray(data.transpose(2, 1, 0)), describe_sources([path])
+
+    @staticmethod
+    def _read_npy(path: Path) -> tuple[tuple[str, ...], np.ndarray, list[dict[str, Any]]]:
+        from scorerecon.modalities.io.store import describe_sources
+
+        try:
+            data = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise InputError(path, f"cannot read .npy ({type(exc).__name__}: {exc})") from None
+        if data.ndim not in (2, 3) or np.iscomplexobj(data) or not np.issubdtype(data.dtype, np.number):
+            raise InputError(path, f"expected a real 2-D or 3-D array, got {data.dtype} {data.shape}")
+        return ("z", "y", "x"), np.ascontiguousarray(data.reshape((-1, *data.shape[-2:]))), describe_sources([path])
 
     @property
     def shape(self) -> dict[str, int]:
@@ -113,7 +171,10 @@ class PatchDataset:
         sources = config.get("sources") or []
         if not sources:
             raise InputError(None, "data.sources is empty: name at least one store or NIfTI file")
-        self.paths = [(base / p) if not Path(p).is_absolute() else Path(p) for p in sources]
+        entries = [e if isinstance(e, dict) else {"path": e} for e in sources]
+        if any("path" not in e for e in entries):
+            raise InputError(None, "every data.sources mapping needs a 'path'")
+        self.paths = [resolve_source_path(str(e["path"]), base) for e in entries]
         for p in self.paths:
             if not p.exists():
                 raise InputError(p, "training source does not exist")
@@ -124,20 +185,41 @@ class PatchDataset:
             raise InputError(None, f"data.patch_size must have 2 or 3 entries, got {self.patch_size}")
         self.slice_axis = config.get("slice_axis", "z") if len(self.patch_size) == 2 else None
         self.channel_dim = config.get("channel_dim")
-        self.holdout = {str(k): (int(v[0]), int(v[1])) for k, v in (config.get("holdout") or {}).items()}
+        self.holdout = self._ranges(config.get("holdout"))
+        self.holdouts = [self._ranges(e["holdout"]) if "holdout" in e else self.holdout for e in entries]
         self.foreground = {**DEFAULT_FOREGROUND, **(config.get("foreground") or {})}
-        self.volumes = [_Volume(p, self.group, self.variable, float(config.get("cache_mb", 512)))
+        self.volumes = [_Volume(p, self.group, self.variable, float(config.get("cache_mb", 512)),
+                                fold_frames=self.slice_axis is not None and self.channel_dim is None)
                         for p in self.paths]
         self.spatial_dims = [self._spatial_dims(v) for v in self.volumes]
-        self._starts = [self._valid_starts(v, dims) for v, dims in zip(self.volumes, self.spatial_dims,
-                                                                        strict=True)]
+        self._starts = [self._valid_starts(v, dims, hold) for v, dims, hold in
+                        zip(self.volumes, self.spatial_dims, self.holdouts, strict=True)]
         counts = np.array([np.prod([len(s) for s in starts.values()]) for starts in self._starts], dtype=float)
-        if counts.sum() == 0:
-            raise InputError(self.paths[0], f"no patch of size {self.patch_size} fits outside the held-out "
-                                            f"ranges {self.holdout}")
-        self._weights = counts / counts.sum()
-        self.normalization = self._resolve_normalization({**DEFAULT_NORMALIZATION,
-                                                          **(config.get("normalization") or {})})
+        for path, count in zip(self.paths, counts, strict=True):
+            if count == 0:
+                raise InputError(path, f"no patch of size {self.patch_size} fits outside the held-out ranges")
+        self._weights = self._source_weights(entries, counts)
+        norm = {**DEFAULT_NORMALIZATION, **(config.get("normalization") or {})}
+        if norm.get("per_source"):
+            self.source_normalizations = [self._resolve_normalization(norm, [v]) for v in self.volumes]
+            self.normalization = {**self.source_normalizations[0],
+                                  "source_values": [n["values"] for n in self.source_normalizations]}
+        else:
+            self.normalization = self._resolve_normalization(norm, self.volumes)
+            self.source_normalizations = [self.normalization] * len(self.volumes)
+
+    @staticmethod
+    def _ranges(holdout: dict[str, Any] | None) -> dict[str, tuple[int, int]]:
+        return {str(k): (int(v[0]), int(v[1])) for k, v in (holdout or {}).items()}
+
+    def _source_weights(self, entries: list[dict[str, Any]], counts: np.ndarray) -> np.ndarray:
+        given = [e.get("weight") for e in entries]
+        if all(w is None for w in given):
+            return counts / counts.sum()
+        if any(w is None for w in given) or any(float(w) < 0 for w in given) or sum(map(float, given)) <= 0:
+            raise InputError(None, "data.sources weights: give a non-negative weight for every source or for none")
+        weights = np.array([float(w) for w in given])
+        return weights / weights.sum()
 
     # --- geometry -----------------------------------------------------------------------------
     def _spatial_dims(self, volume: _Volume) -> list[str]:
@@ -150,7 +232,8 @@ class PatchDataset:
             raise InputError(volume.path, f"dims {volume.dims} do not match patch_size {self.patch_size}")
         return dims
 
-    def _valid_starts(self, volume: _Volume, dims: list[str]) -> dict[str, np.ndarray]:
+    def _valid_starts(self, volume: _Volume, dims: list[str],
+                      holdout: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
         """Per dim, the patch start indices whose extent avoids that dim's held-out range."""
         shape = volume.shape
         extents = dict(zip(dims, self.patch_size, strict=True))
@@ -159,8 +242,8 @@ class PatchDataset:
         starts = {}
         for dim, extent in extents.items():
             s = np.arange(max(shape[dim] - extent + 1, 0))
-            if dim in self.holdout:
-                lo, hi = self.holdout[dim]
+            if dim in holdout:
+                lo, hi = holdout[dim]
                 s = s[(s + extent <= lo) | (s >= hi)]
             starts[dim] = s
         return starts
@@ -173,10 +256,11 @@ class PatchDataset:
     # --- normalisation ------------------------------------------------------------------------
     def _training_sample(self, volume: _Volume, max_slices: int = 64) -> np.ndarray:
         """Training voxels for the statistics: all of a cached volume, else evenly spaced slices."""
+        holdout = self.holdouts[self.volumes.index(volume)]
         axis = self.slice_axis or next(d for d in volume.dims if d != self.channel_dim)
         starts = np.arange(volume.shape[axis])
-        if axis in self.holdout:
-            lo, hi = self.holdout[axis]
+        if axis in holdout:
+            lo, hi = holdout[axis]
             starts = starts[(starts < lo) | (starts >= hi)]
         if volume.data is None and len(starts) > max_slices:
             starts = starts[np.linspace(0, len(starts) - 1, max_slices).round().astype(int)]
@@ -185,19 +269,19 @@ class PatchDataset:
             return np.asarray(take, dtype=np.float32).ravel()
         return np.concatenate([volume.read({axis: int(i)}).ravel() for i in starts])
 
-    def _resolve_normalization(self, norm: dict[str, Any]) -> dict[str, Any]:
+    def _resolve_normalization(self, norm: dict[str, Any], volumes: list[_Volume]) -> dict[str, Any]:
         method = norm["method"]
         if method == "fixed":
             lo, hi = (float(v) for v in norm["values"])
         elif method in ("percentile", "minmax"):
-            values = np.concatenate([self._training_sample(v) for v in self.volumes])
+            values = np.concatenate([self._training_sample(v) for v in volumes])
             q = norm.get("percentiles", [0.0, 100.0]) if method == "percentile" else [0.0, 100.0]
             lo, hi = (float(v) for v in np.percentile(values, q))
         else:
             raise InputError(None, f"unknown normalization method {method!r}; "
                                    "expected 'percentile', 'minmax' or 'fixed'")
         if hi <= lo:
-            raise InputError(self.paths[0], f"normalization range is empty (low={lo}, high={hi})")
+            raise InputError(volumes[0].path, f"normalization range is empty (low={lo}, high={hi})")
         out = {**norm, "values": [lo, hi], "range": [float(r) for r in norm.get("range", [-1.0, 1.0])],
                "clip": bool(norm.get("clip", True))}
         if method != "percentile":
@@ -209,7 +293,7 @@ class PatchDataset:
         return normalize(block, self.normalization)
 
     # --- sampling -----------------------------------------------------------------------------
-    def _draw(self, rng: np.random.Generator) -> np.ndarray:
+    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         k = int(rng.choice(len(self.volumes), p=self._weights)) if len(self.volumes) > 1 else 0
         volume, starts, dims = self.volumes[k], self._starts[k], self.spatial_dims[k]
         index: dict[str, slice | int] = {}
@@ -222,7 +306,7 @@ class PatchDataset:
         order = ([self.channel_dim] if self.channel_dim else []) + dims
         present = [d for d in volume.dims if d in order]
         block = np.transpose(block, [present.index(d) for d in order])
-        return block if self.channel_dim else block[None]
+        return (block if self.channel_dim else block[None]), k
 
     def sample_patch(self, rng: np.random.Generator) -> np.ndarray:
         """One normalised patch ``(C, *patch_size)``, redrawn while it is mostly background."""
@@ -230,7 +314,8 @@ class PatchDataset:
         level = lo + float(self.foreground["threshold"]) * (hi - lo)
         need = float(self.foreground["min_fraction"])
         for _ in range(max(int(self.foreground["max_tries"]), 1)):
-            patch = self.normalize(self._draw(rng))
+            block, k = self._draw(rng)
+            patch = normalize(block, self.source_normalizations[k])
             if need <= 0 or float((patch > level).mean()) >= need:
                 break
         return patch
@@ -253,6 +338,8 @@ class PatchDataset:
             "sources": [str(p) for p in self.paths], "group": self.group, "variable": self.variable,
             "patch_size": self.patch_size, "slice_axis": self.slice_axis, "channel_dim": self.channel_dim,
             "holdout": {k: list(v) for k, v in self.holdout.items()}, "foreground": self.foreground,
+            "source_holdout": [{k: list(v) for k, v in h.items()} for h in self.holdouts],
+            "source_weights": [round(float(w), 6) for w in self._weights],
             "normalization": self.normalization, "source_files": self.source_files(),
             "volume_shapes": [v.shape for v in self.volumes],
         }

@@ -17,7 +17,9 @@ same device give the same losses and weights, whether or not the run was interru
 The training config (a YAML in ``workflows/config/train/``) has sections ``data`` (see
 :mod:`scorerecon.models.data`), ``sde``, ``parametrization``, ``network``, ``optimizer``,
 ``ema``, ``training``, optional ``sampling`` (recommended sampler, recorded in the card),
-``seed``, ``name`` and ``output``; :func:`resolve_config` fills the defaults.
+``seed``, ``name``, ``output`` and ``init_from`` (a checkpoint whose EMA weights start the run:
+fine-tuning a prior on new data, recorded in the card with the weights' sha256);
+:func:`resolve_config` fills the defaults.
 """
 
 from __future__ import annotations
@@ -213,8 +215,11 @@ class Trainer:
         self.step, self.elapsed = 0, 0.0
         self.log: list[tuple[int, float, float, float, float]] = []
         self.autocast = self.device.type == "cuda" and bool(self.config["training"].get("bf16", True))
+        self.init_from: dict[str, Any] | None = None
         if resume and (self.output / STATE_JSON).exists():
             self._load_state()
+        elif self.config.get("init_from"):
+            self._warm_start(Path(base_dir or ".") / self.config["init_from"])
 
     # --- the loop -----------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -294,6 +299,8 @@ class Trainer:
             "hardware": hardware_description(self.device), "command": self.command, "config": self.config,
             "loss_log": LOSS_LOG,
         }
+        if self.config.get("init_from"):
+            training["init_from"] = self.init_from
         return {"name": self.config["name"], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "scorerecon_version": __version__, "sde": self.model.sde.config(),
                 "parametrization": self.model.parametrization, "network": self.network_config,
@@ -315,7 +322,8 @@ class Trainer:
         digest = save_tensors(self.output / STATE_TENSORS, tensors)
         state_json = {"step": self.step, "elapsed_s": self.elapsed, "sha256": digest,
                       "optimizer_param_groups": opt_state["param_groups"],
-                      "numpy_rng": self.rng.bit_generator.state, "config": self.config}
+                      "numpy_rng": self.rng.bit_generator.state, "config": self.config,
+                      "init_from": self.init_from}
         atomic_write_json(self.output / STATE_JSON, state_json)
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -323,6 +331,25 @@ class Trainer:
         writer.writerows(self.log)
         atomic_write_bytes(self.output / LOSS_LOG, buffer.getvalue().encode())
         return card
+
+    def _warm_start(self, path: Path) -> None:
+        """Start from another prior's EMA weights (fine-tuning on new data); the card records which."""
+        from scorerecon.models.checkpoint import load_score_model
+
+        source = load_score_model(path)
+        mismatch = [what for what, mine, theirs in (
+            ("network", self.network_config, normalize_network_config(source.card["network"])),
+            ("sde", self.model.sde.config(), source.sde.config()),
+            ("parametrization", self.model.parametrization, source.parametrization)) if mine != theirs]
+        if mismatch:
+            raise InputError(path, f"init_from checkpoint differs from this config in {mismatch}")
+        state = source.network.state_dict()
+        self.model.network.load_state_dict(state, strict=True)
+        self.ema.module.load_state_dict(state, strict=True)
+        card = source.card
+        self.init_from = {"path": str(self.config["init_from"]), "name": card.get("name"),
+                          "weights_sha256": card["weights"].get("sha256"),
+                          "steps": card.get("training", {}).get("steps")}
 
     def _load_state(self) -> None:
         path = self.output / STATE_JSON
@@ -358,6 +385,7 @@ class Trainer:
         self.generator.set_state(tensors["rng.torch"])
         self.rng.bit_generator.state = state["numpy_rng"]
         self.step, self.elapsed = int(state["step"]), float(state["elapsed_s"])
+        self.init_from = state.get("init_from")
         self.log = []
         log_path = self.output / LOSS_LOG
         if log_path.exists():

