@@ -177,7 +177,9 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
     ``variants`` adds named runs of a solver with other settings, e.g. ``{"dc_pc1000": {"solver":
     "dc", "nfe": 1000, "sampler": "pc"}}`` (score-SDE's predictor-corrector sampler at 1000 NFE
     with the same data step), for few-step vs. many-step comparisons on the same model; a variant's
-    ``"samples": N`` makes it the mean of N posterior samples (the MMSE estimate; NFE counted N times).
+    ``"samples": N`` makes it the mean of N posterior samples (the MMSE estimate; NFE counted N times),
+    and a variant's ``"tv_z": lam`` reconstructs the slices as one volume (consecutive slices: the
+    2-D prior with TV along z, :func:`~scorerecon.pipelines.tasks.volume.reconstruct_volume`).
     ``samples`` does that for every solver.
     ``coils > 1`` (MRI) simulates multi-coil k-space (birdcage maps + a smooth phase, seeded per
     slice); the baselines and solvers then use the simulation's maps (``coil_maps="true"``, the
@@ -276,11 +278,16 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
         base, budget = settings.pop("solver"), int(settings.pop("nfe", nfe))
         draws = int(settings.pop("samples", samples))
         runs.append((name, base, budget, draws, settings))
-        params["solver_settings"][name] = {**problem.spec(base, **settings), "solver": base, "nfe": budget,
-                                           "samples": draws}
+        volume = {k: settings[k] for k in ("tv_z", "admm") if k in settings}
+        step = {k: v for k, v in settings.items() if k not in volume}
+        params["solver_settings"][name] = {**problem.spec(base, **step), "solver": base, "nfe": budget,
+                                           "samples": draws, **volume}
     for solver, base, budget, draws, settings in runs:
+        run = reconstruct
+        if "tv_z" in settings:
+            from scorerecon.pipelines.tasks.volume import reconstruct_volume as run
         with torch.no_grad():
-            rec = reconstruct(problem, model, base, nfe=budget, seed=seed, n_samples=draws, device=device, **settings)
+            rec = run(problem, model, base, nfe=budget, seed=seed, n_samples=draws, device=device, **settings)
         est = rec.image.detach().cpu()
         metrics = image_metrics(truth, est.abs()) if task == "mri" else ct_metrics(truth, est[:, 0].numpy())
         residual = float(problem.residual(rec.model_state.cpu()).mean())
