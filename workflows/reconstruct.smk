@@ -19,7 +19,7 @@ rule evaluate_mri:
         ckpt=lambda wc: task_ckpt("evaluate", "mri"),
         opts=lambda wc: " ".join(task_opt("evaluate", "mri", k) for k in
                                  ("slices", "accel", "mask", "nfe", "seed", "crop", "downsample", "solvers",
-                                  "baselines")),
+                                  "baselines", "samples")),
     conda:
         "../environment.yml"
     log:
@@ -47,7 +47,7 @@ rule evaluate_ct:
         ckpt=lambda wc: task_ckpt("evaluate", "ct"),
         opts=lambda wc: " ".join(task_opt("evaluate", "ct", k) for k in
                                  ("slices", "views", "arc", "nfe", "seed", "crop", "downsample", "solvers",
-                                  "baselines")),
+                                  "baselines", "samples")),
     conda:
         "../environment.yml"
     log:
