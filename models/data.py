@@ -86,28 +86,26 @@ class _Volume:
             return
         from scorerecon.modalities.io.store import attrs_json, describe_sources, load_checked, open_store
 
-        if not _is_store(path):
+        store = _is_store(path)
+        if store:
+            ds, where = open_store(path, group), f"group {group!r}"
+            self.sources = attrs_json(ds, "source_files") or []
+        else:  # any other file the ingest reads (DICOM, ...), lazily, without writing a store first
             from scorerecon.pipelines.ingest import read_sources
 
             groups = read_sources([path])
-            ds = groups.get(group) if group in groups else next(iter(groups.values()))
-            if variable not in ds.data_vars:
-                raise InputError(path, f"the reader gives no variable {variable!r} "
-                                       f"(has {sorted(map(str, ds.data_vars))})")
-            self.dims = tuple(map(str, ds[variable].dims))
-            self.data, self.sources = np.asarray(ds[variable].values), describe_sources([path])
-            return
-        ds = open_store(path, group)
+            ds = groups[group] if group in groups else next(iter(groups.values()))
+            where = "the reader's output"
+            self.sources = describe_sources([path])
         if variable not in ds.data_vars:
-            raise InputError(path, f"group {group!r} has no variable {variable!r} "
+            raise InputError(path, f"{where} has no variable {variable!r} "
                                    f"(has {sorted(map(str, ds.data_vars))})")
         var = ds[variable]
         if np.iscomplexobj(np.empty(0, dtype=var.dtype)):
             raise InputError(path, f"variable {variable!r} is complex; train priors on real images")
         self.dims = tuple(map(str, var.dims))
-        self.sources = attrs_json(ds, "source_files") or []
         if var.size * var.dtype.itemsize <= cache_mb * 2**20:
-            self.data, self.lazy = load_checked(ds, path, variable), None
+            self.data = load_checked(ds, path, variable) if store else np.asarray(var.values)
         else:
             self.data, self.lazy = None, var
 
@@ -201,11 +199,11 @@ class PatchDataset:
         self._weights = self._source_weights(entries, counts)
         norm = {**DEFAULT_NORMALIZATION, **(config.get("normalization") or {})}
         if norm.get("per_source"):
-            self.source_normalizations = [self._resolve_normalization(norm, [v]) for v in self.volumes]
+            self.source_normalizations = [self._resolve_normalization(norm, [k]) for k in range(len(self.volumes))]
             self.normalization = {**self.source_normalizations[0],
                                   "source_values": [n["values"] for n in self.source_normalizations]}
         else:
-            self.normalization = self._resolve_normalization(norm, self.volumes)
+            self.normalization = self._resolve_normalization(norm, list(range(len(self.volumes))))
             self.source_normalizations = [self.normalization] * len(self.volumes)
 
     @staticmethod
@@ -254,9 +252,9 @@ class PatchDataset:
         return 1 if self.channel_dim is None else self.volumes[0].shape[self.channel_dim]
 
     # --- normalisation ------------------------------------------------------------------------
-    def _training_sample(self, volume: _Volume, max_slices: int = 64) -> np.ndarray:
+    def _training_sample(self, volume: _Volume, holdout: dict[str, tuple[int, int]],
+                         max_slices: int = 64) -> np.ndarray:
         """Training voxels for the statistics: all of a cached volume, else evenly spaced slices."""
-        holdout = self.holdouts[self.volumes.index(volume)]
         axis = self.slice_axis or next(d for d in volume.dims if d != self.channel_dim)
         starts = np.arange(volume.shape[axis])
         if axis in holdout:
@@ -269,19 +267,20 @@ class PatchDataset:
             return np.asarray(take, dtype=np.float32).ravel()
         return np.concatenate([volume.read({axis: int(i)}).ravel() for i in starts])
 
-    def _resolve_normalization(self, norm: dict[str, Any], volumes: list[_Volume]) -> dict[str, Any]:
+    def _resolve_normalization(self, norm: dict[str, Any], which: list[int]) -> dict[str, Any]:
+        """Resolve ``norm`` on the training voxels of the volumes at indices ``which``."""
         method = norm["method"]
         if method == "fixed":
             lo, hi = (float(v) for v in norm["values"])
         elif method in ("percentile", "minmax"):
-            values = np.concatenate([self._training_sample(v) for v in volumes])
+            values = np.concatenate([self._training_sample(self.volumes[k], self.holdouts[k]) for k in which])
             q = norm.get("percentiles", [0.0, 100.0]) if method == "percentile" else [0.0, 100.0]
             lo, hi = (float(v) for v in np.percentile(values, q))
         else:
             raise InputError(None, f"unknown normalization method {method!r}; "
                                    "expected 'percentile', 'minmax' or 'fixed'")
         if hi <= lo:
-            raise InputError(volumes[0].path, f"normalization range is empty (low={lo}, high={hi})")
+            raise InputError(self.paths[which[0]], f"normalization range is empty (low={lo}, high={hi})")
         out = {**norm, "values": [lo, hi], "range": [float(r) for r in norm.get("range", [-1.0, 1.0])],
                "clip": bool(norm.get("clip", True))}
         if method != "percentile":
