@@ -30,6 +30,18 @@ training slice" and one batch is a handful of random draws from it.
   card``, and ``source_values`` lists all of them.
 * **Background**: patches whose foreground fraction (normalised value above ``threshold`` of
   the range) is below ``min_fraction`` are redrawn, up to ``max_tries`` times.
+* **Augmentation** (``augment``, :mod:`scorerecon.models.augment`): random zoom (a region of
+  ``patch / s`` pixels resampled to the patch), flips, 90-degree rotations, gamma/contrast and
+  noise, applied after normalisation (and after the background check).
+* **Slice axes**: ``slice_axes: [z, y, x]`` draws 2-D patches from slices along any of these
+  axes of a 3-D volume (``slice_axis`` stays the reference plane). Voxel spacing comes from the
+  store's ``affine`` (or the NIfTI header); a slice through an anisotropic volume is resampled
+  so both patch axes have the reference plane's in-plane spacing. Volumes without a spacing
+  (``.npy``), folded 4-D series and axes a patch does not fit along use ``slice_axis`` only.
+* **Pixel spacing**: the card's ``data.pixel_spacing_mm`` is the training in-plane pixel
+  spacing of the first source along the patch axes (``null`` when unknown); with ``zoom`` the
+  prior saw spacings ``pixel_spacing_mm / s`` for ``s`` in the zoom range.
+  ``source_pixel_spacing_mm`` lists every source's ``{dim: mm}``.
 
 All randomness comes from a ``numpy.random.Generator`` the caller owns, so a training run can
 save and restore it (its state is plain JSON).
@@ -44,6 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scorerecon.models.augment import Augmentation, resample
 from scorerecon.pipelines.errors import InputError
 
 DEFAULT_NORMALIZATION = {"method": "percentile", "percentiles": [0.5, 99.5], "range": [-1.0, 1.0]}
@@ -78,6 +91,8 @@ class _Volume:
     def __init__(self, path: Path, group: str, variable: str, cache_mb: float, fold_frames: bool = False) -> None:
         self.path = path
         self.lazy = None
+        self.spacing: dict[str, float] | None = None  # mm per dim, when the source says
+        self.folded = False  # a 4-D series folded into z: z is not a spatial axis
         if _is_nifti(path):
             self.dims, self.data, self.sources = self._read_nifti(path, fold_frames)
             return
@@ -97,6 +112,7 @@ class _Volume:
             ds = groups[group] if group in groups else next(iter(groups.values()))
             where = "the reader's output"
             self.sources = describe_sources([path])
+        self.spacing = _affine_spacing(attrs_json(ds, "affine"))
         if variable not in ds.data_vars:
             raise InputError(path, f"{where} has no variable {variable!r} "
                                    f"(has {sorted(map(str, ds.data_vars))})")
@@ -109,8 +125,7 @@ class _Volume:
         else:
             self.data, self.lazy = None, var
 
-    @staticmethod
-    def _read_nifti(path: Path, fold_frames: bool) -> tuple[tuple[str, ...], np.ndarray, list[dict[str, Any]]]:
+    def _read_nifti(self, path: Path, fold_frames: bool) -> tuple[tuple[str, ...], np.ndarray, list[dict[str, Any]]]:
         import nibabel as nib
 
         from scorerecon.modalities.io.store import describe_sources
@@ -120,7 +135,9 @@ class _Volume:
             data = np.asanyarray(img.dataobj)
         except Exception as exc:
             raise InputError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+        self.spacing = _affine_spacing(img.affine)
         if data.ndim > 3 and fold_frames:  # (x, y, z, t, ...) -> the slices of every frame
+            self.folded = True
             data = data.reshape(*data.shape[:3], -1)
             data = data.transpose(3, 2, 1, 0).reshape(-1, data.shape[1], data.shape[0])
             return ("z", "y", "x"), np.ascontiguousarray(data), describe_sources([path])
@@ -190,6 +207,9 @@ class PatchDataset:
                                 fold_frames=self.slice_axis is not None and self.channel_dim is None)
                         for p in self.paths]
         self.spatial_dims = [self._spatial_dims(v) for v in self.volumes]
+        self.augment = Augmentation(config.get("augment"))
+        self.slice_axes = self._slice_axes(config.get("slice_axes"))
+        self._augmenting = self.augment.active or len(self.slice_axes) > 1
         self._starts = [self._valid_starts(v, dims, hold) for v, dims, hold in
                         zip(self.volumes, self.spatial_dims, self.holdouts, strict=True)]
         counts = np.array([np.prod([len(s) for s in starts.values()]) for starts in self._starts], dtype=float)
@@ -205,6 +225,21 @@ class PatchDataset:
         else:
             self.normalization = self._resolve_normalization(norm, list(range(len(self.volumes))))
             self.source_normalizations = [self.normalization] * len(self.volumes)
+        self._plane_spacing = [self._in_plane_spacing(k) for k in range(len(self.volumes))]
+        self.source_axes = [self._usable_axes(k) for k in range(len(self.volumes))]
+
+    def _slice_axes(self, axes: Any) -> list[str | None]:
+        if self.slice_axis is None:
+            if axes:
+                raise InputError(None, "data.slice_axes needs 2-D patches (patch_size with two entries)")
+            return [None]
+        if not axes:
+            return [self.slice_axis]
+        if isinstance(axes, str) or not all(isinstance(a, str) for a in axes) or len(set(axes)) != len(axes):
+            raise InputError(None, f"data.slice_axes must be a list of distinct dim names, got {axes!r}")
+        if self.slice_axis not in axes:
+            raise InputError(None, f"data.slice_axes {list(axes)} must include slice_axis {self.slice_axis!r}")
+        return list(axes)
 
     @staticmethod
     def _ranges(holdout: dict[str, Any] | None) -> dict[str, tuple[int, int]]:
@@ -245,6 +280,70 @@ class PatchDataset:
                 s = s[(s + extent <= lo) | (s >= hi)]
             starts[dim] = s
         return starts
+
+    @staticmethod
+    def _region_starts(shape: dict[str, int], extents: dict[str, int],
+                holdout: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+        """Per dim, the start indices of a region of ``extents`` that avoid the held-out ranges."""
+        starts = {}
+        for dim, extent in extents.items():
+            s = np.arange(max(shape[dim] - extent + 1, 0))
+            if dim in holdout:
+                lo, hi = holdout[dim]
+                s = s[(s + extent <= lo) | (s >= hi)]
+            starts[dim] = s
+        return starts
+
+    def _plane_dims(self, k: int, axis: str | None) -> list[str]:
+        """The patch dims of source ``k`` for slices along ``axis`` (in the volume's dim order)."""
+        if axis is None or axis == self.slice_axis:
+            return self.spatial_dims[k]
+        return [d for d in self.volumes[k].dims if d not in (self.channel_dim, axis)]
+
+    def _in_plane_spacing(self, k: int) -> float | None:
+        spacing = self.volumes[k].spacing
+        if spacing is None or any(d not in spacing for d in self.spatial_dims[k]):
+            return None
+        return float(np.mean([spacing[d] for d in self.spatial_dims[k]]))
+
+    def _extents(self, k: int, axis: str | None, scale: float) -> dict[str, int]:
+        """Region size per patch dim that resamples to the patch at zoom ``scale``.
+
+        Each dim's output spacing is its target divided by ``scale``: the source's own grid for the
+        reference plane's dims, the reference plane's mean in-plane spacing for the dim a slice
+        along another axis brings in, or the first source's in-plane spacing for every dim with
+        ``zoom.spacing: reference``. Without a known spacing every target is the source's grid.
+        """
+        dims, spacing = self._plane_dims(k, axis), self.volumes[k].spacing
+        reference = (self.augment.zoom is not None and self.augment.zoom["spacing"] == "reference"
+                     and self._plane_spacing[0] is not None)
+        target = self._plane_spacing[0] if reference else self._plane_spacing[k]
+        extents = {}
+        for dim, size in zip(dims, self.patch_size, strict=True):
+            known = spacing is not None and dim in spacing and target is not None
+            own = spacing[dim] if known else 1.0
+            want = own if not known or (dim in self.spatial_dims[k] and not reference) else target
+            extents[dim] = max(1, int(round(size * want / (scale * own))))
+        return extents
+
+    def _axis_extents(self, k: int, axis: str | None, scale: float) -> dict[str, int]:
+        extents = self._extents(k, axis, scale)
+        return extents if axis is None else {axis: 1, **extents}
+
+    def _usable_axes(self, k: int) -> list[str | None]:
+        """The slice axes a patch of source ``k`` fits along at scale 1 (outside its held-out ranges)."""
+        volume = self.volumes[k]
+        axes = []
+        for axis in self.slice_axes:
+            if axis is not None and axis != self.slice_axis and (volume.folded or volume.spacing is None
+                                                                 or axis not in volume.dims):
+                continue
+            starts = self._region_starts(volume.shape, self._axis_extents(k, axis, 1.0), self.holdouts[k])
+            if all(len(s) for s in starts.values()):
+                axes.append(axis)
+        if not axes:
+            raise InputError(self.paths[k], f"no patch of size {self.patch_size} fits outside the held-out ranges")
+        return axes
 
     @property
     def channels(self) -> int:
@@ -294,6 +393,8 @@ class PatchDataset:
     # --- sampling -----------------------------------------------------------------------------
     def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         k = int(rng.choice(len(self.volumes), p=self._weights)) if len(self.volumes) > 1 else 0
+        if self._augmenting:
+            return self._draw_augmented(k, rng), k
         volume, starts, dims = self.volumes[k], self._starts[k], self.spatial_dims[k]
         index: dict[str, slice | int] = {}
         if self.slice_axis is not None:
@@ -307,6 +408,27 @@ class PatchDataset:
         block = np.transpose(block, [present.index(d) for d in order])
         return (block if self.channel_dim else block[None]), k
 
+    def _draw_augmented(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        """A block of source ``k`` along a random slice axis at a random zoom, resampled to the patch."""
+        volume, axes = self.volumes[k], self.source_axes[k]
+        axis = axes[int(rng.integers(len(axes)))] if len(axes) > 1 else axes[0]
+        scale = self.augment.draw_zoom(rng)
+        extents = self._axis_extents(k, axis, scale)
+        starts = self._region_starts(volume.shape, extents, self.holdouts[k])
+        if not all(len(s) for s in starts.values()):  # the zoomed region does not fit: native scale
+            extents = self._axis_extents(k, axis, 1.0)
+            starts = self._region_starts(volume.shape, extents, self.holdouts[k])
+        index: dict[str, slice | int] = {}
+        for dim, extent in extents.items():
+            s = int(starts[dim][rng.integers(len(starts[dim]))])
+            index[dim] = s if dim == axis else slice(s, s + extent)
+        block = volume.read(index)
+        dims = self._plane_dims(k, axis)
+        order = ([self.channel_dim] if self.channel_dim else []) + dims
+        present = [d for d in volume.dims if d in order]
+        block = np.transpose(block, [present.index(d) for d in order])
+        return resample(block if self.channel_dim else block[None], self.patch_size)
+
     def sample_patch(self, rng: np.random.Generator) -> np.ndarray:
         """One normalised patch ``(C, *patch_size)``, redrawn while it is mostly background."""
         lo, hi = self.normalization["range"]
@@ -317,6 +439,9 @@ class PatchDataset:
             patch = normalize(block, self.source_normalizations[k])
             if need <= 0 or float((patch > level).mean()) >= need:
                 break
+        if self.augment.active:
+            norm = self.source_normalizations[k]
+            patch = self.augment.apply(patch, rng, (lo, hi), bool(norm.get("clip", True)))
         return patch
 
     def sample_batch(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -341,7 +466,31 @@ class PatchDataset:
             "source_weights": [round(float(w), 6) for w in self._weights],
             "normalization": self.normalization, "source_files": self.source_files(),
             "volume_shapes": [v.shape for v in self.volumes],
+            "augment": self.augment.describe(), "slice_axes": self.slice_axes,
+            "source_slice_axes": self.source_axes,
+            "pixel_spacing_mm": self.pixel_spacing_mm(),
+            "source_pixel_spacing_mm": [v.spacing for v in self.volumes],
         }
+
+    def pixel_spacing_mm(self) -> list[float] | None:
+        """The training pixel spacing along the patch axes (first source, reference plane), if known."""
+        spacing = self.volumes[0].spacing
+        if spacing is None or any(d not in spacing for d in self.spatial_dims[0]):
+            return None
+        return [round(float(spacing[d]), 6) for d in self.spatial_dims[0]]
+
+
+def _affine_spacing(affine: Any) -> dict[str, float] | None:
+    """``{x, y, z: mm}`` from a 4x4 affine mapping ``(i, j, k)`` = ``(x, y, z)`` indices to mm."""
+    if affine is None:
+        return None
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.all(np.isfinite(a)):
+        return None
+    norms = np.linalg.norm(a[:3, :3], axis=0)
+    if not np.all(norms > 0):
+        return None
+    return {"x": round(float(norms[0]), 6), "y": round(float(norms[1]), 6), "z": round(float(norms[2]), 6)}
 
 
 def normalize(block: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
