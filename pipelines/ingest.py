@@ -14,6 +14,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from scorerecon.modalities.io.outputs import check_output
 from scorerecon.modalities.io.store import COMPRESSIONS, write_store
 from scorerecon.pipelines.errors import InputError
 
@@ -108,9 +109,17 @@ def read_sources(paths: list[Path], reader: str | None = None, **options) -> dic
 
 def ingest(paths: list[Path], output: Path, reader: str | None = None, overwrite: bool = False,
            progress: bool = False, compression: str = "lz4", **options) -> Path:
-    """Read ``paths`` and write them to the Zarr v3 store ``output`` atomically."""
-    groups = read_sources([Path(p) for p in paths], reader=reader, **options)
-    return write_store(groups, output, overwrite=overwrite, progress=progress, compression=compression)
+    """Read ``paths`` and write them to the Zarr v3 store ``output`` atomically.
+
+    The output is checked before anything is read: ``--overwrite`` never replaces a source, a
+    folder holding one, or anything scorerecon did not write
+    (:func:`~scorerecon.modalities.io.outputs.check_output`).
+    """
+    paths = [Path(p) for p in paths]
+    check_output(output, "dir", overwrite, protect=paths)
+    groups = read_sources(paths, reader=reader, **options)
+    return write_store(groups, output, overwrite=overwrite, progress=progress, compression=compression,
+                       protect=paths)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -202,6 +202,7 @@ def _run(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from scorerecon import __version__
+    from scorerecon.modalities.io.outputs import check_output
     from scorerecon.modalities.io.store import attrs_json, open_store, write_store
     from scorerecon.models.checkpoint import load_score_model
     from scorerecon.pipelines.hardware import describe
@@ -223,8 +224,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(None, "--nfe and --samples must be >= 1")
     if args.downsample < 1:
         raise InputError(None, "--downsample must be >= 1")
-    if args.output.exists() and not args.overwrite:
-        raise InputError(args.output, "output store already exists (use --overwrite to replace it)")
+    check_output(args.output, "dir", args.overwrite, protect=[args.input])  # before the prior is loaded
     open_store(args.input)  # a missing or incomplete store fails before the prior is loaded
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINTS[args.task]
     model = load_score_model(checkpoint, device=args.device)

@@ -328,8 +328,9 @@ def run_remote(args: argparse.Namespace) -> int:
         raise InputError(None, "--nfe and --samples must be >= 1")
     if not 0.0 <= args.overlap < 1.0:
         raise InputError(None, f"--overlap must be in [0, 1), got {args.overlap}")
-    if args.output.exists() and not args.overwrite:
-        raise InputError(args.output, "output store already exists (use --overwrite to replace it)")
+    from scorerecon.modalities.io.outputs import check_output
+
+    check_output(args.output, "dir", args.overwrite, protect=[args.input])  # before the model is loaded
     open_store(args.input)  # a missing or incomplete store fails before the model is loaded
     model, checkpoint = load_task_model(args.task, args.checkpoint, args.device)
     start = time.perf_counter()

@@ -83,7 +83,8 @@ def test_colour_16bit_png_keeps_all_16_bits(tmp_path):
     np.testing.assert_array_equal(image.read([exported])["/"]["image"].values, astro.transpose(2, 0, 1))
     record = json.loads(Image.open(exported).text["scorerecon"])
     assert record["source_files"][0]["sha256"] == sha256_file(path)
-    assert sorted(p.name for p in out.iterdir()) == ["image.png"]  # no GDAL .aux.xml beside it
+    # no GDAL .aux.xml beside it (only the hidden output marker, modalities/io/outputs.py)
+    assert sorted(p.name for p in out.iterdir()) == [".scorerecon-output.json", "image.png"]
 
 
 def test_palette_png_is_expanded_to_rgb(tmp_path):

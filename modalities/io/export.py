@@ -7,8 +7,10 @@ Every exporter
   GeoTIFF needs a CRS, nothing takes complex k-space;
 * reads pixels through :func:`~scorerecon.modalities.io.store.load_checked`, so a corrupt chunk
   is one clear error, never a traceback or a half-made file;
-* writes under a hidden sibling name (``.partial-<id>-<name>``) and renames into place only when
-  the whole output (and its sidecar) is on disk, removing the partial output on any failure;
+* writes under a hidden sibling name (``.partial-<pid>-<id>-<name>``) and publishes it (fsync,
+  rename) only when the whole output (and its sidecar) is on disk, removing the partial output on
+  any failure; ``--overwrite`` replaces only what scorerecon wrote, never the store being read or
+  its sources (:mod:`~scorerecon.modalities.io.outputs`);
 * records provenance where the format allows: the source store path and the sha256 of every
   file the store was ingested from (NIfTI: ``descrip`` + JSON sidecar ``<out>.json``; COG: GDAL
   metadata tags ``SCORERECON_*``; PNG: an ``iTXt`` chunk ``scorerecon``; DICOM: a private
@@ -38,9 +40,7 @@ import json
 import math
 import os
 import re
-import shutil
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,19 @@ import numpy as np
 import xarray as xr
 
 from scorerecon import __version__
+from scorerecon.modalities.io.outputs import (
+    check_output,
+    publish,
+    remove_path,
+    remove_stale_staging,
+    staging_path,
+    write_marker,
+)
 from scorerecon.modalities.io.store import ROOT, attrs_json, load_checked, open_store, store_groups
 from scorerecon.pipelines.errors import InputError
 
 FORMATS = ("nifti", "geotiff", "png", "dicom", "omezarr")
+DIRECTORY_FORMATS = ("png", "dicom", "omezarr")  # the others write one file (+ sidecars)
 COLOUR_BANDS = (("L",), ("L", "A"), ("R", "G", "B"), ("R", "G", "B", "A"))
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -77,40 +86,46 @@ def provenance(store_path: str | os.PathLike, ds: xr.Dataset, group: str, fmt: s
     }
 
 
-def _partial_name(out: Path) -> Path:
-    """Hidden sibling with the same suffix (nibabel picks gzip from the name)."""
-    return out.with_name(f".partial-{uuid.uuid4().hex[:8]}-{out.name}")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)
+def protected_paths(store_path: str | os.PathLike, *datasets: xr.Dataset) -> list[str]:
+    """What an export must never overwrite: the store it reads and the files that store came from."""
+    paths = [str(store_path)]
+    for ds in datasets:
+        paths += [s["path"] for s in attrs_json(ds, "source_files") or [] if isinstance(s, dict) and s.get("path")]
+    return paths
 
 
 @contextmanager
-def _atomic_outputs(*outs: Path, overwrite: bool = False) -> Iterator[list[Path]]:
-    """Yield staging paths for ``outs``; rename them all into place only if the body succeeds."""
-    for out in outs:
-        if (out.exists() or out.is_symlink()) and not overwrite:
-            raise InputError(out, "output already exists (use --overwrite to replace it)")
+def _atomic_outputs(*outs: Path, overwrite: bool = False, protect: Iterable[str | os.PathLike] = (),
+                    directory: bool = False) -> Iterator[list[Path]]:
+    """Yield staging paths for ``outs``; publish them all only if the body succeeds.
+
+    ``outs[0]`` is the main output (a folder when ``directory``: it gets the output marker), the
+    rest are sidecar files. Every target is checked with
+    :func:`~scorerecon.modalities.io.outputs.check_output` (``protect``: the store and its
+    sources), before the work and again before publishing.
+    """
+    kinds = ["dir" if directory and i == 0 else "file" for i in range(len(outs))]
+    for out, kind in zip(outs, kinds, strict=True):
+        check_output(out, kind, overwrite, protect)
+        remove_stale_staging(out)
     if outs:
         outs[0].parent.mkdir(parents=True, exist_ok=True)
-    staging = [_partial_name(out) for out in outs]
+    staging = [staging_path(out) for out in outs]
     try:
         yield staging
         for stage in staging:
             if not stage.exists():
                 raise RuntimeError(f"exporter did not write {stage}")
+        if directory:
+            write_marker(staging[0], "export")
+        for out, kind in zip(outs, kinds, strict=True):
+            check_output(out, kind, overwrite, protect)
         # sidecars first, the main output last: a visible main output always has its sidecar
         for stage, out in reversed(list(zip(staging, outs, strict=True))):
-            if out.exists() or out.is_symlink():
-                _remove(out)
-            os.replace(stage, out)
+            publish(stage, out)
     except BaseException:
         for stage in staging:
-            _remove(stage)
+            remove_path(stage)
         raise
 
 
@@ -214,7 +229,8 @@ def export_nifti(store_path: Path, out: Path, group: str, overwrite: bool = Fals
     img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", json.dumps(record).encode()))
     sidecar = out.with_name(out.name + ".json")
     bids = out.with_name(re.sub(r"\.nii(\.gz)?$", "", out.name, flags=re.IGNORECASE) + ".json")
-    with _atomic_outputs(out, sidecar, bids, overwrite=overwrite) as (stage, stage_json, stage_bids):
+    with _atomic_outputs(out, sidecar, bids, overwrite=overwrite,
+                         protect=protected_paths(store_path, ds)) as (stage, stage_json, stage_bids):
         img.to_filename(stage)
         stage_json.write_text(json.dumps(record, indent=2) + "\n")
         stage_bids.write_text(json.dumps(bids_sidecar(record), indent=2) + "\n")
@@ -296,7 +312,8 @@ def export_geotiff(store_path: Path, out: Path, group: str, overwrite: bool = Fa
     from scorerecon.modalities.io.stac import item_path_for, write_item
 
     item_path = item_path_for(out)
-    with _atomic_outputs(out, item_path, overwrite=overwrite) as (stage, stage_item):
+    with _atomic_outputs(out, item_path, overwrite=overwrite,
+                         protect=protected_paths(store_path, ds)) as (stage, stage_item):
         raster.rio.to_raster(stage, driver="COG", tags=tags, compress="DEFLATE", predictor="YES",
                              blocksize=512, overviews="AUTO", recalc_transform=False)
         write_item(stage, stage_item, record, when, asset_name=out.name,
@@ -390,7 +407,9 @@ def export_png(store_path: Path, out: Path, groups: list[str], overwrite: bool =
     File names: ``<group>.png`` (``image.png`` for the root group) for a grey/colour image,
     ``<group>_<band>.png`` per band otherwise, ``<group>_z0000.png`` per slice of a volume.
     """
-    with _atomic_outputs(out, overwrite=overwrite) as (stage,):
+    datasets = [open_store(store_path, group) for group in groups]
+    with _atomic_outputs(out, overwrite=overwrite, protect=protected_paths(store_path, *datasets),
+                         directory=True) as (stage,):
         stage.mkdir()
         for group in groups:
             ds = open_store(store_path, group)
@@ -573,7 +592,8 @@ def export_dicom(store_path: Path, out: Path, group: str, overwrite: bool = Fals
         source, [[float(v) for v in g["ImagePositionPatient"]] for g in geometry])
     lo_hi = (np.iinfo(encoding["dtype"]).min, np.iinfo(encoding["dtype"]).max)
 
-    with _atomic_outputs(out, overwrite=overwrite) as (stage,):
+    with _atomic_outputs(out, overwrite=overwrite, protect=protected_paths(store_path, ds),
+                         directory=True) as (stage,):
         stage.mkdir()
         for k in range(n_slices):
             values = load_checked(ds[["image"]].isel(z=k) if "z" in ds["image"].dims else ds[["image"]],
@@ -655,11 +675,14 @@ def export_store(store_path: str | os.PathLike, fmt: str, out: str | os.PathLike
     store_path, out = Path(store_path), Path(out)
     if fmt not in FORMATS:
         raise InputError(None, f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
+    groups = store_groups(store_path) if fmt == "png" and group is None else [_resolve_group(store_path, group)]
+    # before any pixel is read: is the output path usable, and may --overwrite replace what is there?
+    check_output(out, "dir" if fmt in DIRECTORY_FORMATS else "file", overwrite,
+                 protected_paths(store_path, *(open_store(store_path, g) for g in groups)))
     if fmt == "png":
-        groups = store_groups(store_path) if group is None else [_resolve_group(store_path, group)]
         return export_png(store_path, out, groups, overwrite=overwrite, window=opts.get("window"),
                           bits=int(opts.get("bits") or 16))
-    chosen = _resolve_group(store_path, group)
+    chosen = groups[0]
     if fmt == "dicom":
         return export_dicom(store_path, out, chosen, overwrite=overwrite, deidentify=bool(opts.get("deidentify")))
     if fmt == "omezarr":

@@ -58,7 +58,7 @@ def export_omezarr(store_path: str | os.PathLike, out: str | os.PathLike, group:
     from ome_zarr_models.v05.image import Image
     from pydantic_zarr.v3 import ArraySpec
 
-    from scorerecon.modalities.io.export import _atomic_outputs, _image, provenance
+    from scorerecon.modalities.io.export import _atomic_outputs, _image, protected_paths, provenance
 
     store_path, out = Path(store_path), Path(out)
     if not out.name.endswith(".zarr"):
@@ -111,7 +111,7 @@ def export_omezarr(store_path: str | os.PathLike, out: str | os.PathLike, group:
     attributes = model.attributes.model_dump(mode="json", exclude_none=True)
     attributes["scorerecon"] = record
 
-    with _atomic_outputs(out, overwrite=overwrite) as (stage,):
+    with _atomic_outputs(out, overwrite=overwrite, protect=protected_paths(store_path, ds), directory=True) as (stage,):
         root = zarr.open_group(stage, mode="w", zarr_format=3, attributes=attributes)
         for level, (arr, spec) in enumerate(zip(pyramid, specs, strict=True)):
             target = root.create_array(str(level), shape=arr.shape, dtype=arr.dtype,

@@ -9,9 +9,11 @@ Conventions (see ``shared/docs/DESIGN.md`` section 2):
   ``(coil, z, ky, kx)``.
 * Attrs carry provenance: ``source_files`` (path, sha256, bytes), ``reader``,
   ``reader_version``, ``scorerecon_version``; and geometry.
-* A store is written under a temporary sibling name and renamed into place only after every
-  chunk and the ``scorerecon_complete`` marker are on disk, so an interrupted write never leaves
-  a store that looks complete. :func:`open_store` refuses stores without the marker.
+* A store is written under a temporary sibling name (``.NAME.partial-PID-XXXX``) and renamed
+  into place only after every chunk, the ``scorerecon_complete`` attr and the output marker attr
+  (:mod:`~scorerecon.modalities.io.outputs`) are on disk and fsynced, so an interrupted write
+  never leaves a store that looks complete. :func:`open_store` refuses stores without the attr;
+  ``--overwrite`` replaces only a folder carrying the output marker.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,6 +34,13 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from scorerecon import __version__
 from scorerecon.modalities.io.digests import StreamedDigest
+from scorerecon.modalities.io.outputs import (
+    check_output,
+    publish,
+    remove_stale_staging,
+    staging_path,
+    write_marker,
+)
 from scorerecon.pipelines.errors import InputError
 
 COMPLETE_MARKER = "scorerecon_complete"
@@ -47,6 +55,7 @@ PENDING_DIGEST = "pending"
 
 # Snakemake drops a timestamp file into directory outputs; zarr warns about it on every listing.
 warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
+
 ROOT = "/"
 
 
@@ -189,8 +198,21 @@ class _ChunksInFileOrder:
         self._callback.__exit__(*exc)
 
 
+def _protected_sources(groups: Mapping[str, xr.Dataset]) -> list[str]:
+    """Paths a store's groups were made from (``source_files``, ``input_store``): never overwritten."""
+    paths: list[str] = []
+    for ds in groups.values():
+        for record in ds.attrs.get("source_files") or []:
+            if isinstance(record, Mapping) and record.get("path"):
+                paths.append(str(record["path"]))
+        if isinstance(ds.attrs.get("input_store"), str):
+            paths.append(ds.attrs["input_store"])
+    return paths
+
+
 def write_store(groups: Mapping[str, xr.Dataset] | xr.Dataset, path: str | os.PathLike,
-                overwrite: bool = False, progress: bool = False, compression: str = "lz4") -> Path:
+                overwrite: bool = False, progress: bool = False, compression: str = "lz4",
+                protect: Iterable[str | os.PathLike] = ()) -> Path:
     """Write groups (``{"/": ds}`` or a bare Dataset) to a Zarr v3 store, atomically.
 
     Chunks are computed by dask straight into the temporary store, so memory stays bounded by a
@@ -198,14 +220,20 @@ def write_store(groups: Mapping[str, xr.Dataset] | xr.Dataset, path: str | os.Pa
     value, so that :func:`open_store` can tell a chunk lost after writing from an empty one
     (Zarr would otherwise read a missing chunk back as fill value, silently). Source digests the
     readers stream (:class:`StreamedDigest`) are recorded after the chunks, before the marker.
+
+    ``overwrite`` replaces only a store scorerecon wrote, never ``protect`` (the sources being
+    read) nor the groups' recorded sources, nor a folder holding anything else
+    (:func:`~scorerecon.modalities.io.outputs.check_output`); the new store is fsynced before it
+    is renamed into place (:func:`~scorerecon.modalities.io.outputs.publish`).
     """
     target = Path(path)
     if isinstance(groups, xr.Dataset):
         groups = {ROOT: groups}
-    if target.exists() and not overwrite:
-        raise InputError(target, "output store already exists (use --overwrite to replace it)")
-    _remove_abandoned_staging(target)
-    staging = target.with_name(f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    protect = [*protect, *_protected_sources(groups)]
+    check_output(target, "dir", overwrite, protect)
+    remove_stale_staging(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_path(target, "store")
     try:
         for index, (group, ds) in enumerate(groups.items()):
             streamed = {name: ds.attrs[name] for name in _streamed_attrs(ds.attrs)}
@@ -228,31 +256,13 @@ def write_store(groups: Mapping[str, xr.Dataset] | xr.Dataset, path: str | os.Pa
         root = zarr.open_group(staging, mode="a", zarr_format=3)
         root.attrs[COMPLETE_MARKER] = True
         root.attrs["groups"] = [g if g not in ("", ROOT) else ROOT for g in groups]
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        write_marker(staging, "store")
+        check_output(target, "dir", overwrite, protect)  # the target may have appeared meanwhile
+        publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_abandoned_staging(target: Path) -> None:
-    """Delete staging folders of ``target`` left by writers that were killed (their pid is gone)."""
-    for stale in target.parent.glob(f".{target.name}.partial-*"):
-        pid = stale.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
-        if not pid.isdigit() or not _pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 def store_groups(path: str | os.PathLike) -> list[str]:
