@@ -35,6 +35,11 @@ them and to make everything around them nearly free:
 7. **Writing**: outputs go back through each grid's Gaussian :class:`~.tiling.Stitcher` in a
    writer thread; an input's ``on_complete(source, array, grid)`` fires as soon as its last tile
    is in, so memory is released input by input.
+8. **Fused tiles** (``run(..., fuse=True)``, :mod:`.multidiffusion`): instead of sampling tiles
+   independently and blending finished tiles -- which averages independent samples where tiles
+   overlap and deflates the posterior spread there -- each input is one global state whose
+   overlapping tiles are fused at every denoising step (MultiDiffusion); tiles are still batched
+   by the plan, and the finished image goes through the same stitcher path.
 
 Several GPUs: run one engine per GPU in separate processes (one Snakemake job or dask worker per
 GPU, each with its own ``CUDA_VISIBLE_DEVICES``); the engine itself is single-device by design.
@@ -334,6 +339,34 @@ class _HostBatch:
     n_real: int
 
 
+class _Collector:
+    """Tile outputs -> each input's :class:`Stitcher`; a finished input goes to ``on_complete`` or ``outputs``."""
+
+    def __init__(self, by_source: Mapping[str, TileGrid], on_complete: OnComplete | None, keep_tiles: bool) -> None:
+        self.by_source, self.on_complete = by_source, on_complete
+        self.stitchers: dict[str, Stitcher] = {}
+        self.outputs: dict[str, Tensor] = {}
+        self.kept: dict[tuple[str, int], Tensor] | None = {} if keep_tiles else None
+
+    def add(self, items: list[TileItem], values: Tensor) -> None:
+        for item, v in zip(items, values, strict=True):
+            tile = item.tile
+            grid = self.by_source[tile.source]
+            st = self.stitchers.get(tile.source)
+            if st is None:
+                st = self.stitchers[tile.source] = grid.stitcher(v.shape[0])
+            st.add(tile, v)
+            if self.kept is not None:
+                self.kept[(tile.source, tile.index)] = v.clone()
+            if st.complete:
+                result = st.result()
+                del self.stitchers[tile.source]
+                if self.on_complete is not None:
+                    self.on_complete(tile.source, result, grid)
+                else:
+                    self.outputs[tile.source] = result
+
+
 def _stack(tensors: list[Tensor], what: str) -> Tensor:
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) != 1:
@@ -423,7 +456,7 @@ class TileEngine:
     def run(self, grids: Sequence[TileGrid] | Mapping[str, TileGrid], read: TileReader, *, sampler: str = "ddim",
             nfe: int = 50, make_guidance: GuidanceFactory | None = None, postprocess: Postprocess | None = None,
             channels: int | None = None, on_complete: OnComplete | None = None, keep_tiles: bool = False,
-            guidance_grad: bool = False, **sampler_options: Any) -> EngineResult:
+            guidance_grad: bool = False, fuse: bool = False, **sampler_options: Any) -> EngineResult:
         """Sample every tile of ``grids`` and stitch the results; see the module doc.
 
         ``read(tile) -> TileItem`` reads one tile's inputs (called in the prefetch thread);
@@ -434,6 +467,11 @@ class TileEngine:
         tile is in (then not kept in :attr:`EngineResult.outputs`). ``keep_tiles`` also returns
         every tile's output. ``guidance_grad`` tells the memory planner that the guidance
         back-propagates through the network (DPS). Extra keyword arguments go to :func:`sample`.
+
+        ``fuse`` samples each input as one image whose overlapping tiles are fused at every
+        denoising step (MultiDiffusion, :mod:`.multidiffusion`): one coherent posterior sample
+        per input and no overlap pattern in the spread across samples; the tiles are still
+        batched by the memory plan. It takes no per-tile ``make_guidance``.
         """
         start = time.perf_counter()
         grid_list = list(grids.values()) if isinstance(grids, Mapping) else list(grids)
@@ -444,6 +482,16 @@ class TileEngine:
         if sampler in _CORRECTOR_SAMPLERS and options.setdefault("norm", "sample") == "batch":
             warnings.warn("norm='batch' couples the tiles of a batch: results depend on the batch size",
                           stacklevel=2)
+        collector = _Collector(by_source, on_complete, keep_tiles)
+        if fuse:
+            if make_guidance is not None:
+                raise ValueError("fuse=True samples whole images: per-tile guidance (make_guidance) is undefined there")
+            from scorerecon.pipelines.multidiffusion import run_fused
+
+            res = run_fused(self, grid_list, read, sampler=sampler, nfe=nfe, postprocess=postprocess,
+                            channels=channels, collect=collector.add, options=options)
+            res.outputs, res.tiles = collector.outputs, collector.kept
+            return res
         # group tiles by the shape the network sees; batches never mix shapes
         groups: dict[tuple, list[Tile]] = {}
         for g in grid_list:
@@ -456,28 +504,7 @@ class TileEngine:
             b = plan.batch_size
             work += [(shape, tiles[i:i + b], b) for i in range(0, len(tiles), b)]
 
-        stitchers: dict[str, Stitcher] = {}
-        outputs: dict[str, Tensor] = {}
-        kept: dict[tuple[str, int], Tensor] | None = {} if keep_tiles else None
-
-        def consume(items: list[TileItem], values: Tensor) -> None:  # writer thread
-            for item, v in zip(items, values, strict=True):
-                tile = item.tile
-                grid = by_source[tile.source]
-                st = stitchers.get(tile.source)
-                if st is None:
-                    st = stitchers[tile.source] = grid.stitcher(v.shape[0])
-                st.add(tile, v)
-                if kept is not None:
-                    kept[(tile.source, tile.index)] = v.clone()
-                if st.complete:
-                    result = st.result()
-                    del stitchers[tile.source]
-                    if on_complete is not None:
-                        on_complete(tile.source, result, grid)
-                    else:
-                        outputs[tile.source] = result
-
+        consume = collector.add  # runs in the writer thread
         timer = getattr(self.model, "network", None)
         if isinstance(timer, EngineNetwork):
             timer.seconds, timer.calls = 0.0, 0
@@ -519,8 +546,9 @@ class TileEngine:
             for f in writes:
                 f.result()
         net_s = timer.seconds if isinstance(timer, EngineNetwork) and timer.timed else None
-        return EngineResult(outputs, kept, n_tiles, len(work), max((b for _, _, b in work), default=0), nfe_used,
-                            nfe_tiles, time.perf_counter() - start, sample_s, wait_s, plan, net_s)
+        return EngineResult(collector.outputs, collector.kept, n_tiles, len(work),
+                            max((b for _, _, b in work), default=0), nfe_used, nfe_tiles,
+                            time.perf_counter() - start, sample_s, wait_s, plan, net_s)
 
     # -- bare network (benchmarks) ------------------------------------------------------------
     def forward_seconds(self, sample_shape: Sequence[int], batch: int, repeats: int = 5, warmup: int = 2,

@@ -138,7 +138,7 @@ class TileGrid:
         self.tiles = [Tile(self.source, i, tuple(slice(int(q.start), int(q.stop)) for q in s), self.squeeze)
                       for i, s in enumerate(slices)]
         self.affine = _as_matrix(affine, n)
-        self._weights: dict[tuple[str, torch.dtype], Tensor] = {}
+        self._weights: dict[tuple, Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -178,6 +178,20 @@ class TileGrid:
                         w1[n // 2:] = peak
                 w = w[..., None] * w1
             self._weights[key] = w.to(device=device, dtype=dtype)
+        return self._weights[key]
+
+    def weight_sum(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Tensor:
+        """``sum_i w_i`` over every tile, ``(1, *spatial)``: the denominator of the blend (cached).
+
+        :class:`Stitcher` accumulates the same sum as tiles arrive; the fused sampler
+        (:mod:`.multidiffusion`) needs it up front, once per step.
+        """
+        key = ("sum", str(device), dtype)
+        if key not in self._weights:
+            total = torch.zeros((1, *self.spatial), dtype=torch.float64)
+            for tile in self.tiles:
+                total[(slice(None), *tile.slices)] += self.weight(tile)
+            self._weights[key] = total.to(device=device, dtype=dtype)
         return self._weights[key]
 
     def tile_affine(self, tile: Tile) -> np.ndarray | None:
