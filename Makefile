@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --profile workflows/profiles/local
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --profile workflows/profiles/local \
+		--configfile workflows/config/demo.yaml
 
 train: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps dipy==1.12.1  # example MR files of the brain_mr_ddpm prior

@@ -1,19 +1,22 @@
 """scorerecon workflow: ingest -> export -> sample -> report -> provenance (RO-Crate) (-> reconstruct -> evaluate).
 
-`snakemake --cores 2` runs the built-in demo (workflows/config/demo.yaml); use
-`--configfile your.yaml` for your data and `--profile workflows/profiles/slurm` for a cluster.
+`make demo` runs the built-in demo (`--configfile workflows/config/demo.yaml`); so does a plain
+`snakemake --cores 2` that names no config file. `--configfile your.yaml` REPLACES the demo (it
+is never merged into it: only your inputs run); `--profile workflows/profiles/slurm` for a
+cluster. The config is checked against workflows/config/schema.json (one line per problem).
 Every rule is a thin call of the `scorerecon` CLI (see workflows/*.smk).
 """
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "workflows/config/demo.yaml"
+# The demo is the config only when the command line names none: a `configfile:` directive
+# would be merged *under* the user's --configfile (Snakemake's rule), running the demo's inputs.
+if not workflow.overwrite_configfiles:
 
-
-validate(config, "workflows/config/schema.json")
+    configfile: "workflows/config/demo.yaml"
 
 
 include: "workflows/common.smk"

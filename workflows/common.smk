@@ -5,9 +5,59 @@ import glob
 import importlib.util
 import os
 import shlex
+import sys
 from pathlib import Path
 
-OUT = config.get("outdir", "results/demo")
+from snakemake.utils import validate
+
+
+def config_problem(config, schema_path):
+    """The first problem of the workflow config as one line, or None.
+
+    jsonschema's best-matching error names the key path; cross-references the schema cannot
+    express (an evaluate/reconstruct `store`/`input` naming an entry of `inputs`) are checked
+    here too.
+    """
+    import json
+
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    if not config:
+        return "empty config: pass --configfile your.yaml (see workflows/config/demo.yaml)"
+    with open(schema_path) as handle:
+        schema = json.load(handle)
+    error = best_match(Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        where = ".".join(map(str, error.absolute_path)) or "(top level)"
+        message = " ".join(error.message.split())
+        if error.validator == "pattern" and "$defs" in schema and error.schema == schema["$defs"]["name"]:
+            message = f"{error.instance!r} is not a plain name ({schema['$defs']['name']['description']})"
+        if len(message) > 240:
+            message = message[:237] + "..."
+        return f"config {where}: {message}"
+    inputs = config.get("inputs", {})
+    for section in ("evaluate", "reconstruct"):
+        for task, entry in (config.get(section) or {}).items():
+            for key in ("store", "input"):
+                if key in entry and entry[key] not in inputs:
+                    return (f"config {section}.{task}.{key}: {entry[key]!r} names no entry of `inputs` "
+                            f"(have: {', '.join(inputs) or 'none'})")
+    return None
+
+
+def check_config(config, schema_path):
+    """Stop with one line on stderr (exit 1, no traceback) if the config has a problem; else fill defaults."""
+    problem = config_problem(config, schema_path)
+    if problem:
+        files = ", ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles)) or "config"
+        print(f"scorerecon workflow: error: {files}: {problem}", file=sys.stderr)
+        raise SystemExit(1)
+    validate(config, schema_path)  # Snakemake's: fills in the schema's defaults
+
+
+check_config(config, os.path.join(workflow.basedir, "workflows", "config", "schema.json"))
+OUT = config["outdir"]
 
 
 def _clear_stale_locks(persistence_dir=".snakemake"):
