@@ -20,9 +20,11 @@ the multi-temporal blue test of :func:`~scorerecon.modalities.optical.clouds.mul
 finds the clouds.
 
 Tiling: both tasks go through :class:`~scorerecon.pipelines.engine.TileEngine` -- overlapping
-tiles (``--tile``, ``--overlap``) batched through one DDIM call per batch (the condition rides
-in ``TileItem.cond``; no guidance), per-tile seeds, Gaussian blending
-(:class:`~scorerecon.pipelines.tiling.Stitcher`). Each tile reads only its window of the store
+tiles (``--tile``, ``--overlap``; the condition rides in ``TileItem.cond``; no guidance) fused at
+every DDIM step (``fuse=True``, :mod:`~scorerecon.pipelines.multidiffusion`): each posterior
+sample is one coherent image with one per-pixel noise field and its own seed, so the std over
+samples shows no tile pattern (blending independently sampled tiles averaged them in the
+overlaps and deflated the std there). Each tile reads only its window of the store
 (dask), and for pan-sharpening interpolates its MS window with a ``HALO`` of coarse pixels so a
 tile's interpolated MS equals the whole scene's to ~1e-7 (cubic-spline prefilter decay). Memory
 is bounded by the batch plus the stitcher's float64 accumulator of the output scene. Scenes
@@ -137,7 +139,7 @@ def pansharpen_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, *
         return batch.data["up"] + x.float() * scale.to(x.device)[None, :, None, None]
 
     engine = _engine(model, device, seed, batch_size)
-    result = engine.run(grids, read, sampler="ddim", nfe=nfe, postprocess=post, eta=eta)
+    result = engine.run(grids, read, sampler="ddim", nfe=nfe, postprocess=post, eta=eta, fuse=True)
     stack = torch.stack([result.outputs[g.source][:, :h, :w] for g in grids]).double()
     std = stack.std(0, unbiased=True) if samples > 1 else torch.zeros_like(stack[0])
     return stack.mean(0).float().numpy(), std.float().numpy(), result
@@ -182,7 +184,7 @@ def cloud_scene(model: Any, card_data: dict[str, Any], cloudy: Any, mask: Any, o
         return (x.float() + 1) / 2 * (hi - lo).to(x.device) + lo.to(x.device)
 
     engine = _engine(model, device, seed, batch_size)
-    result = engine.run(grids, read, sampler="ddim", nfe=nfe, postprocess=post, eta=eta)
+    result = engine.run(grids, read, sampler="ddim", nfe=nfe, postprocess=post, eta=eta, fuse=True)
     stack = torch.stack([result.outputs[g.source][:, :h, :w] for g in grids]).double()
     std = stack.std(0, unbiased=True) if samples > 1 else torch.zeros_like(stack[0])
     return stack.mean(0).numpy(), std.numpy(), result
