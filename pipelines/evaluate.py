@@ -250,7 +250,7 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
         # multi-coil images carry the simulated phase: reconstruct real and imaginary parts as two
         # images (score-MRI) rather than give the real-image model an oracle phase the CS baselines lack
         problem = mri_problem(kspace, kmask, model.card["data"]["normalization"], maps,
-                              complex_mode="real" if coils == 1 else "channels", phase=None, intensity="card")
+                              complex_mode="real" if coils == 1 else "channels", phase=None)
         params["complex_handling"] = problem.info
     else:
         from scorerecon.pipelines.tasks import reconstruct

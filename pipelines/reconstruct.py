@@ -9,8 +9,9 @@ get ESPIRiT maps from the fully sampled centre (``--calib``); the image phase is
 the same ACS block and folded into the forward model so the magnitude prior sees a real image
 (``--complex-mode real``, default), or real and imaginary parts are reconstructed as two images
 (``--complex-mode channels``, score-MRI); see :mod:`scorerecon.pipelines.tasks.mri`. Intensities
-are mapped to the prior's range from the data (``--intensity auto``) unless they are in its
-training units (``card``).
+are mapped to the prior's range from the data (``--intensity auto``, the default for every
+prior whose card normalisation is not a fixed physical window) unless they are in its training
+units (``card``).
 
 CT (``--task ct``) reads either an image store (``image``, HU, ``(z, y, x)``), from which a
 noise-free sinogram is simulated (``--views N`` or ``--arc DEG``), or a sinogram store
@@ -278,7 +279,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mri.add_argument("--accel", type=float, default=4.0, help="acceleration R (default 4)")
     mri.add_argument("--calib", type=int, default=24, help="ESPIRiT calibration width (default 24)")
     mri.add_argument("--complex-mode", choices=("real", "channels"), default="real")
-    mri.add_argument("--intensity", choices=("auto", "card"), default="auto")
+    mri.add_argument("--intensity", choices=("auto", "card"), default=None,
+                     help="auto: per-input normalisation; card: the prior's training units (default: the card's "
+                          "rule, auto unless its normalisation is a fixed physical window)")
     mri.add_argument("--keep-oversampling", action="store_true", help="keep the readout oversampling")
     ct = parser.add_argument_group("CT (image store input)")
     ct.add_argument("--views", type=int, default=None, help="sparse view: views over [0, 180)")

@@ -130,3 +130,31 @@ def test_espirit_maps_from_a_narrow_acs_block() -> None:
     agreement = (normalize_maps(maps[0]).conj() * normalize_maps(sim.sens_maps)).sum(0).abs()
     assert float(agreement[head].mean()) > 0.95  # measured 0.98
     assert float((agreement[head] > 0.9).float().mean()) > 0.9  # measured 0.94 (the rest: the skull's edge)
+
+
+def test_intensity_rule_follows_the_card() -> None:
+    """One rule: a fixed (physical-unit) window is used as it is; every other card normalises per input."""
+    from scorerecon.pipelines.tasks import intensity_mode
+
+    assert intensity_mode({"method": "fixed", "values": [-1000, 400], "range": [-1, 1]}) == "card"
+    assert intensity_mode({"method": "percentile", "values": [0, 180], "range": [-1, 1]}) == "auto"
+    assert intensity_mode({"method": "minmax", "values": [0, 1], "range": [-1, 1]}) == "auto"
+
+
+def test_mri_input_scaled_5x_gives_the_same_normalised_reconstruction(model, slice64) -> None:
+    """MR units are arbitrary: the same slice from a scanner with 5x the gain reconstructs to 5x the
+    image (same seed), i.e. the prior sees the same normalised problem. With the card's fixed
+    Colin27 units (the old default) it does not."""
+    mask = phase_encode_mask("random", (64, 64), 4, seed=2)
+    norm = model.card["data"]["normalization"]
+    images = {}
+    for gain in (1.0, 5.0):
+        prob = mri_problem(simulate_singlecoil(gain * slice64, mask), mask, norm, phase=None)
+        assert prob.info["intensity"] == "auto"
+        images[gain] = reconstruct(prob, model, "dds", nfe=4, seed=0).image.abs()
+    torch.testing.assert_close(images[5.0], 5.0 * images[1.0], rtol=1e-3, atol=1e-3 * float(images[5.0].max()))
+    card = {}
+    for gain in (1.0, 5.0):
+        prob = mri_problem(simulate_singlecoil(gain * slice64, mask), mask, norm, phase=None, intensity="card")
+        card[gain] = reconstruct(prob, model, "dds", nfe=4, seed=0).image.abs()
+    assert float((card[5.0] - 5.0 * card[1.0]).abs().max()) > 1e-2 * float(card[5.0].max())

@@ -79,6 +79,7 @@ __all__ = [
     "SliceModel",
     "affine_from_normalization",
     "downsampling_factor",
+    "intensity_mode",
     "make_guidance",
     "reconstruct",
     "run_sampler",
@@ -125,6 +126,19 @@ def affine_from_normalization(normalization: dict[str, Any]) -> tuple[float, flo
     (lo, hi), (ra, rb) = normalization["values"], normalization["range"]
     a = (float(hi) - float(lo)) / (float(rb) - float(ra))
     return a, float(lo) - float(ra) * a
+
+
+def intensity_mode(normalization: dict[str, Any]) -> str:
+    """How inputs are mapped to a prior's range, decided from its card's ``data.normalization``.
+
+    THE one rule (issue 15): ``"card"`` -- the card's fixed window -- only where the training
+    units are physical and shared by every scanner (``method: fixed``, e.g. CT in HU);
+    ``"auto"`` -- a per-input normalisation mirroring the training one -- for everything else
+    (MRI, photographs: ``percentile``/``minmax`` values are the training volume's own units,
+    which another scanner or subject does not share; mapping its input with them put another
+    scanner's MRI ~5x outside the prior's range).
+    """
+    return "card" if str(normalization.get("method", "")).lower() == "fixed" else "auto"
 
 
 class ModelSpaceOperator(LinearOperator):

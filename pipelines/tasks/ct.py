@@ -31,7 +31,13 @@ from scorerecon.modalities.ct.baselines import fbp_recon, sart_recon, tv_recon
 from scorerecon.modalities.ct.geometry import ParallelBeamGeometry
 from scorerecon.modalities.ct.radon import ParallelBeamProjector
 from scorerecon.modalities.ct.units import MU_WATER_PER_MM, hu_to_mu, mu_to_hu
-from scorerecon.pipelines.tasks import ModelSpaceOperator, Problem, Reconstruction, affine_from_normalization
+from scorerecon.pipelines.tasks import (
+    ModelSpaceOperator,
+    Problem,
+    Reconstruction,
+    affine_from_normalization,
+    intensity_mode,
+)
 from scorerecon.pipelines.tasks import reconstruct as _reconstruct
 
 Tensor = torch.Tensor
@@ -76,16 +82,24 @@ def simulate_sinogram(hu: Tensor, geometry: ParallelBeamGeometry, pixel_size_mm:
     return _projector(geometry).A(hu_to_mu(hu, pixel_size_mm)[:, None])
 
 
-def _hu_affine(normalization: dict[str, Any]) -> tuple[float, float]:
-    a_h, b_h = affine_from_normalization(normalization)
-    return a_h, b_h
+def _input_normalization(y: Tensor, geometry: ParallelBeamGeometry, pixel_size_mm: float,
+                         normalization: dict[str, Any]) -> dict[str, Any]:
+    """A non-``fixed`` card's percentiles resolved on the FBP image of this input (HU)."""
+    lo_q, hi_q = (float(q) / 100.0 for q in (normalization.get("percentiles") or (0.5, 99.5)))
+    hu = mu_to_hu(fbp_recon(y, geometry), pixel_size_mm).flatten().float()
+    hu = hu[:: hu.numel() // 16_000_000 + 1]
+    lo, hi = float(torch.quantile(hu, lo_q)), float(torch.quantile(hu, hi_q))
+    return {"values": [lo, max(hi, lo + 1e-6)], "range": list(normalization.get("range", (-1.0, 1.0))),
+            "of": "FBP image of the input"}
 
 
 def ct_problem(sinogram: Tensor, geometry: ParallelBeamGeometry, pixel_size_mm: float,
                normalization: dict[str, Any], dagger_iter: int = 30) -> Problem:
     """The model-space problem for line integrals ``(B, 1, n_angles, n_det)``.
 
-    ``normalization`` is the CT prior's ``data.normalization`` (HU ``values`` -> ``range``).
+    ``normalization`` is the CT prior's ``data.normalization`` (HU ``values`` -> ``range``); by
+    :func:`~scorerecon.pipelines.tasks.intensity_mode` a ``fixed`` window (HU are physical) is
+    used as it is and any other card is resolved on the input's FBP image.
     ``dagger_iter`` bounds the CG iterations of the least-squares projection (``dc``).
     """
     y = torch.as_tensor(sinogram, dtype=torch.float32)
@@ -94,7 +108,10 @@ def ct_problem(sinogram: Tensor, geometry: ParallelBeamGeometry, pixel_size_mm: 
     if y.ndim != 4 or tuple(y.shape[-2:]) != geometry.sinogram_shape:
         raise ValueError(f"expected sinograms (B, 1, {geometry.n_angles}, {geometry.n_det}), got {tuple(y.shape)}")
     op = _projector(geometry)
-    a_h, b_h = _hu_affine(normalization)
+    intensity = intensity_mode(normalization)
+    if intensity == "auto":
+        normalization = _input_normalization(y, geometry, pixel_size_mm, normalization)
+    a_h, b_h = affine_from_normalization(normalization)
     k = MU_WATER_PER_MM * float(pixel_size_mm)
     a, b = k * a_h / 1000.0, k * (1.0 + b_h / 1000.0)
     c = 1.0 / op.operator_norm()
@@ -104,7 +121,7 @@ def ct_problem(sinogram: Tensor, geometry: ParallelBeamGeometry, pixel_size_mm: 
     info = {"geometry": geometry.config(), "pixel_size_mm": float(pixel_size_mm),
             "normalization": {"values": [float(v) for v in normalization["values"]],
                               "range": [float(v) for v in normalization["range"]]},
-            "operator_norm": 1.0 / c}
+            "intensity": intensity, "operator_norm": 1.0 / c}
 
     def to_physical(m: Tensor) -> Tensor:  # -> HU
         return a_h * m + b_h

@@ -27,11 +27,14 @@ real prior explicitly. Two ways are offered (``complex_mode``):
     asked about images (imaginary parts) unlike anything it was trained on.
 
 Intensity scale (``intensity``): the prior expects its training normalisation ``x = a m + b``.
-``"card"`` uses the model card's values -- correct when the data are in the training volume's
-units (the held-out slices of the same volume in :mod:`~scorerecon.pipelines.evaluate`);
-``"auto"`` maps 0 to the range's low end and the 99.5th percentile of the zero-filled magnitude
-to its high end (what the card's percentile normalisation does on the training volume) --
-for measured k-space in arbitrary scanner units.
+The default (``None``) follows :func:`~scorerecon.pipelines.tasks.intensity_mode`: MR
+intensities have no absolute unit, so priors with a ``percentile``/``minmax`` card get
+``"auto"``, which maps 0 to the range's low end and the card's upper percentile (99.5th) of
+the zero-filled magnitude of the input to its high end (what the card's percentile
+normalisation does on the training volume); the result scales with the input (``5 k`` gives
+``5 x``). ``"card"`` (the model card's values) is right only for data in the training
+volume's own units, i.e. held-out slices of the training volume itself, or for a ``fixed``
+(physical-unit) card.
 
 Undersampling follows fastMRI (DESIGN.md section 3): 1-D masks select columns (the last axis is
 phase-encode); :func:`phase_encode_mask` turns them into row masks for k-space stores whose
@@ -55,7 +58,13 @@ from scorerecon.modalities.mri.operators import (
     fft2c,
     ifft2c,
 )
-from scorerecon.pipelines.tasks import ModelSpaceOperator, Problem, Reconstruction, affine_from_normalization
+from scorerecon.pipelines.tasks import (
+    ModelSpaceOperator,
+    Problem,
+    Reconstruction,
+    affine_from_normalization,
+    intensity_mode,
+)
 from scorerecon.pipelines.tasks import reconstruct as _reconstruct
 
 Tensor = torch.Tensor
@@ -200,15 +209,24 @@ def lowres_phase(kspace: Tensor, mask: Tensor, sens_maps: Tensor | None = None) 
     return torch.angle(combined).to(torch.float32)
 
 
-def _auto_normalization(kspace: Tensor, sens_maps: Tensor | None, value_range: tuple[float, float]) -> dict:
-    zf = zero_filled(kspace, sens_maps).abs().flatten()
-    hi = float(torch.quantile(zf.float(), 0.995)) if zf.numel() <= 16_000_000 else float(zf.max())
-    return {"values": [0.0, max(hi, 1e-12)], "range": list(value_range)}
+def _auto_normalization(kspace: Tensor, sens_maps: Tensor | None, normalization: dict[str, Any]) -> dict:
+    """The card's percentile normalisation resolved on this input: 0 -> low end, upper percentile -> high end.
+
+    One scale for the whole batch (a volume's slices share their units); magnitude 0 (no
+    signal) stays the low end, as on the training volume (0.5th percentile = background = 0).
+    """
+    q = float((normalization.get("percentiles") or (0.5, 99.5))[1]) / 100.0
+    zf = zero_filled(kspace, sens_maps).abs().flatten().float()
+    if zf.numel() > 16_000_000:  # torch.quantile's limit: a strided subset
+        zf = zf[:: zf.numel() // 16_000_000 + 1]
+    hi = float(torch.quantile(zf, q))
+    return {"values": [0.0, max(hi, 1e-12)], "range": list(normalization.get("range", (-1.0, 1.0))),
+            "percentile": q * 100.0, "of": "zero-filled magnitude of the input"}
 
 
 def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sens_maps: Tensor | None = None,
                 complex_mode: str = "real", phase: str | Tensor | None = "auto",
-                intensity: str = "card") -> Problem:
+                intensity: str | None = None) -> Problem:
     """The model-space problem for masked k-space ``(B, C, H, W)`` (complex) and a mask ``(H, W)``.
 
     ``normalization``: the model card's ``data.normalization`` (``values`` and ``range``).
@@ -216,7 +234,8 @@ def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sen
     magnitude image), ``"acs"`` = estimate it from the ACS block (:func:`lowres_phase`),
     ``"auto"`` = ``None`` for single-coil data whose low-resolution ACS image is real to 1e-3
     (a real object), else ``"acs"``; or a phase tensor ``(B, 1, H, W)`` in radians. ``sens_maps`` ``(C, H, W)`` or
-    ``(B, C, H, W)`` are required for ``C > 1``.
+    ``(B, C, H, W)`` are required for ``C > 1``. ``intensity``: ``None`` (default) = the card's rule
+    (:func:`~scorerecon.pipelines.tasks.intensity_mode`), or ``"auto"`` / ``"card"`` (module docstring).
     """
     kspace = torch.as_tensor(kspace)
     if kspace.ndim == 3:
@@ -231,12 +250,16 @@ def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sen
     if c > 1 and sens_maps is None:
         raise ValueError("multi-coil k-space needs sens_maps (e.g. ESPIRiT from the ACS block)")
     value_range = tuple(normalization.get("range", (-1.0, 1.0)))
+    rule = intensity is None
+    intensity = intensity_mode(normalization) if rule else intensity
     if intensity == "auto":
-        normalization = _auto_normalization(kspace, sens_maps, value_range)
+        normalization = _auto_normalization(kspace, sens_maps, normalization)
     elif intensity != "card":
-        raise ValueError("intensity must be 'card' or 'auto'")
+        raise ValueError("intensity must be None, 'card' or 'auto'")
     a, off = affine_from_normalization(normalization)
     info: dict[str, Any] = {"complex_mode": complex_mode, "intensity": intensity,
+                            "intensity_from": "the card's rule (fixed window only for physical units)" if rule
+                            else "the caller",
                             "normalization": {"values": [float(v) for v in normalization["values"]],
                                               "range": [float(v) for v in value_range]},
                             "coils": c}
@@ -289,7 +312,7 @@ def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sen
 
 def reconstruct_mri(kspace: Tensor, mask: Tensor, model: Any, solver: str = "dds", nfe: int = 50, seed: int = 0,
                     sens_maps: Tensor | None = None, complex_mode: str = "real", phase: str | Tensor | None = "auto",
-                    intensity: str = "card", n_samples: int = 1, device: torch.device | str = "cpu",
+                    intensity: str | None = None, n_samples: int = 1, device: torch.device | str = "cpu",
                     **overrides: Any) -> Reconstruction:
     """Score-based MRI reconstruction of a batch of slices; ``.image`` is complex ``(B, 1, H, W)``.
 
