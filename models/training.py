@@ -19,7 +19,15 @@ The training config (a YAML in ``workflows/config/train/``) has sections ``data`
 ``ema``, ``training``, optional ``sampling`` (recommended sampler, recorded in the card),
 ``seed``, ``name``, ``output`` and ``init_from`` (a checkpoint whose EMA weights start the run:
 fine-tuning a prior on new data, recorded in the card with the weights' sha256);
-:func:`resolve_config` fills the defaults.
+:func:`resolve_config` checks it against the schema (:mod:`scorerecon.models.train_schema`:
+unknown keys, types, ranges) and fills the defaults.
+
+A run stops at ``training.steps`` or, with a wall-clock budget (``run(budget_s=...)``,
+``scorerecon train --minutes``), at the first step that ends past the budget; either way it
+checkpoints. The card's ``training.complete`` is true only when ``steps_planned`` was reached;
+``training.stopped`` says why the run ended (``steps``, ``time_budget`` or ``until``). The card is
+the last file a checkpoint writes, so a crash never leaves a card newer than the state beside it,
+and ``complete: true`` appears only after the final step's weights are on disk.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from scorerecon.models.networks import build_network, count_parameters, normaliz
 from scorerecon.models.parametrization import PARAMETRIZATIONS, loss_weight, training_target
 from scorerecon.models.score_model import NetworkScoreModel
 from scorerecon.models.sde import sde_from_config
+from scorerecon.models.train_schema import validate_config
 from scorerecon.pipelines.errors import InputError
 
 Tensor = torch.Tensor
@@ -76,9 +85,8 @@ DEFAULTS: dict[str, Any] = {
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A training config with every default filled in (the form recorded in the model card)."""
-    if "data" not in config:
-        raise InputError(None, "training config has no 'data' section")
+    """A training config, validated, with every default filled in (the form recorded in the model card)."""
+    validate_config(config)
     out = copy.deepcopy(DEFAULTS)
     for key, value in config.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("network", "sde"):
@@ -213,6 +221,8 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.rng = np.random.default_rng(seed)
         self.step, self.elapsed = 0, 0.0
+        self.stopped: str | None = None  # why the last run() ended: steps, time_budget or until
+        self.budget_s: float | None = None
         self.log: list[tuple[int, float, float, float, float]] = []
         self.autocast = self.device.type == "cuda" and bool(self.config["training"].get("bf16", True))
         self.init_from: dict[str, Any] | None = None
@@ -241,7 +251,8 @@ class Trainer:
         self.model.train()
         loss = dsm_loss(self.model, x0, self.generator, float(train["eps"]), cond=cond, autocast=self.autocast)
         if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss {loss.item()} at step {self.step + 1}; lower the learning rate")
+            raise InputError(self.output, f"training diverged: non-finite loss {loss.item()} at step {self.step + 1} "
+                                          "(the last checkpoint is kept); lower optimizer.lr")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.config["optimizer"].get("grad_clip")
@@ -254,10 +265,20 @@ class Trainer:
         self.log.append((self.step, value, lr, float(grad_norm), round(self.elapsed, 3)))
         return value
 
-    def run(self, until: int | None = None, progress: bool = False) -> dict[str, Any]:
-        """Train to step ``until`` (default: ``training.steps``), checkpointing; returns the card."""
+    def run(self, until: int | None = None, progress: bool = False, budget_s: float | None = None) -> dict[str, Any]:
+        """Train to step ``until`` (default: ``training.steps``), checkpointing; returns the card.
+
+        ``budget_s`` is a wall-clock budget in seconds for this call (data loading and checkpoints
+        included, start-up not): the run stops after the first step that ends past it, checkpoints
+        and says so in the card (``stopped: time_budget``, ``complete: false`` unless the last
+        planned step was reached).
+        """
         total = int(self.config["training"]["steps"])
         until = total if until is None else min(int(until), total)
+        if budget_s is not None and not budget_s > 0:
+            raise InputError(None, f"the time budget must be > 0 seconds, got {budget_s}")
+        self.budget_s = budget_s
+        deadline = None if budget_s is None else time.monotonic() + budget_s
         every = int(self.config["training"].get("checkpoint_every", 0))
         if self.step >= until and (self.output / CARD_FILE).exists():
             return read_card(self.output)  # nothing to do: leave the finished checkpoint untouched
@@ -271,11 +292,15 @@ class Trainer:
                        mininterval=0.5 if sys.stderr.isatty() else 30.0)
         card = None
         try:
+            self.stopped = "steps" if until == total else "until"
             while self.step < until:
                 loss = self.train_step()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if deadline is not None and time.monotonic() >= deadline and self.step < until:
+                    self.stopped = "time_budget"
+                    break
                 if every and self.step % every == 0 and self.step < until:
                     self.save()
             card = self.save()
@@ -289,7 +314,8 @@ class Trainer:
         losses = [row[1] for row in self.log]
         total = int(self.config["training"]["steps"])
         training = {
-            "steps": self.step, "steps_planned": total, "complete": self.step >= total,
+            "steps": self.step, "steps_planned": total, "complete": self.step >= total, "stopped": self.stopped,
+            "time_budget_s": self.budget_s,
             "batch_size": int(self.config["training"]["batch_size"]), "eps": float(self.config["training"]["eps"]),
             "optimizer": {"name": "AdamW", **self.config["optimizer"]}, "ema": self.config["ema"],
             "seed": int(self.config["seed"]), "bf16_autocast": self.autocast,
@@ -307,9 +333,8 @@ class Trainer:
                 "data": self.dataset.describe(), "sampling": self.config.get("sampling", {}), "training": training}
 
     def save(self) -> dict[str, Any]:
-        """Write EMA weights + card, the resumable training state and the loss log."""
+        """Write the resumable training state and the loss log, then EMA weights + card (last)."""
         self.output.mkdir(parents=True, exist_ok=True)
-        card = save_score_model(self.output, self.ema.module, self.card())
         tensors: dict[str, Tensor] = {}
         tensors.update({f"model.{k}": v for k, v in self.model.network.state_dict().items()})
         tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
@@ -330,7 +355,7 @@ class Trainer:
         writer.writerow(LOSS_COLUMNS)
         writer.writerows(self.log)
         atomic_write_bytes(self.output / LOSS_LOG, buffer.getvalue().encode())
-        return card
+        return save_score_model(self.output, self.ema.module, self.card())
 
     def _warm_start(self, path: Path) -> None:
         """Start from another prior's EMA weights (fine-tuning on new data); the card records which."""
