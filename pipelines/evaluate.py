@@ -99,7 +99,7 @@ def _load_slices(store: Path, slices: list[int], variable: str = "image") -> tup
     outside = [s for s in slices if not 0 <= s < n]
     if outside:
         raise InputError(store, f"slices {outside} outside the volume (z has {n} slices)")
-    data = load_checked(da.isel(z=slices).to_dataset(name="image"), store).astype(np.float32)
+    data = load_checked(da.isel(z=slices).to_dataset(name="image"), store, finite=True).astype(np.float32)
     spacing = 1.0
     if "x" in da.coords and da.sizes["x"] > 1:
         spacing = float(abs(da.coords["x"].values[1] - da.coords["x"].values[0])) or 1.0

@@ -251,10 +251,33 @@ def _twix_facts(scan: dict) -> dict[str, Any]:
     return {k: v for k, v in facts.items() if v not in (None, [], "")}
 
 
-def _twix_slab(image: Any, index: tuple) -> np.ndarray:
-    """Read one (Lin, Cha, Col) slab for a fixed (Par, Sli) and return it as (coil, 1, ky, kx)."""
-    block = np.asarray(image[index])  # (Lin, Cha, Col) after integer indexing of the other dims
-    return np.ascontiguousarray(block.transpose(1, 0, 2))[:, None].astype(np.complex64)
+#: Largest |sample| accepted in twix ADC data. Real raw data sit many orders of magnitude below
+#: (the shipped phantom peaks at 1e-3; 16-bit ADCs scaled to float32 stay below ~1e6); random
+#: bytes read as float32 exceed it about one value in three, so a corrupt payload is caught.
+TWIX_MAX_ABS = 1e12
+
+
+def _twix_slab(image: Any, index: tuple, path: Path | None = None, z: int = 0) -> np.ndarray:
+    """Read one (Lin, Cha, Col) slab for a fixed (Par, Sli) and return it as (coil, 1, ky, kx).
+
+    A slab that cannot be read (a file truncated mid-data) or holds non-finite or absurd
+    (> :data:`TWIX_MAX_ABS`) samples (corrupt payload bytes) is an :class:`InputError` naming the
+    file: the header checks cannot see either.
+    """
+    try:
+        block = np.asarray(image[index])  # (Lin, Cha, Col) after integer indexing of the other dims
+    except Exception as exc:  # twixtools reads past the end of a truncated file with numpy errors
+        raise InputError(path, f"twix data of z={z} cannot be read (truncated or corrupt file: "
+                               f"{type(exc).__name__}: {exc})") from None
+    slab = np.ascontiguousarray(block.transpose(1, 0, 2))[:, None].astype(np.complex64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        magnitude = np.abs(slab)
+    finite = np.isfinite(magnitude)
+    bad, absurd = int(slab.size - np.count_nonzero(finite)), int(np.count_nonzero(magnitude[finite] > TWIX_MAX_ABS))
+    if bad or absurd:
+        raise InputError(path, f"twix data of z={z} hold {bad} non-finite and {absurd} absurd (|k| > "
+                               f"{TWIX_MAX_ABS:.0e}) samples of {slab.size}: the file is corrupt")
+    return slab
 
 
 def _read_twix(path: Path) -> dict[str, xr.Dataset]:
@@ -267,6 +290,10 @@ def _read_twix(path: Path) -> dict[str, xr.Dataset]:
         raise InputError(path, f"not a readable Siemens twix file ({type(exc).__name__}: {exc})") from None
     if "image" not in mapped:
         raise InputError(path, f"no image scan in the last measurement (has: {', '.join(mapped)})")
+    if not any(m.is_flag_set("LASTSCANINMEAS") for m in scans[-1]["mdb"]):
+        # twixtools stops quietly at the end of a truncated file; the scanner flags the last scan
+        raise InputError(path, "the last measurement has no scan flagged LASTSCANINMEAS: the file is truncated "
+                               "(or the acquisition was aborted)")
     image = mapped["image"]
     image.flags["remove_os"] = False
     dims = list(image.dims)
@@ -284,7 +311,7 @@ def _read_twix(path: Path) -> dict[str, xr.Dataset]:
     def index_for(z: int) -> tuple:
         return tuple(z if d == z_dim else (0 if d not in ("Lin", "Cha", "Col") else slice(None)) for d in dims)
 
-    slabs = [da.from_delayed(dask.delayed(_twix_slab)(image, index_for(z)), shape=(ncoil, 1, nky, nkx),
+    slabs = [da.from_delayed(dask.delayed(_twix_slab)(image, index_for(z), path, z), shape=(ncoil, 1, nky, nkx),
                              dtype=np.complex64) for z in range(shape[z_dim])]
     data = da.concatenate(slabs, axis=1)
     scan = scans[-1]

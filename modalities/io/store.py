@@ -322,12 +322,23 @@ def open_store(path: str | os.PathLike, group: str = ROOT) -> xr.Dataset:
         raise InputError(path, f"cannot open group {group!r} ({type(exc).__name__}: {exc})") from None
 
 
-def load_checked(ds: xr.Dataset, path: str | os.PathLike, name: str = "image") -> np.ndarray:
-    """Compute one variable, turning a corrupt chunk into a one-line :class:`InputError`."""
+def load_checked(ds: xr.Dataset, path: str | os.PathLike, name: str = "image", finite: bool = False) -> np.ndarray:
+    """Compute one variable, turning a corrupt chunk into a one-line :class:`InputError`.
+
+    ``finite=True`` (what reconstruct and evaluate ask for) also refuses NaN/Inf values, naming
+    how many: a solver fed one NaN voxel spreads it over the whole output (a CT slice with a few
+    NaN voxels came back two-thirds NaN), which must not pass as a result.
+    """
     try:
-        return np.asarray(ds[name].values)
+        values = np.asarray(ds[name].values)
     except Exception as exc:
         raise InputError(path, f"corrupt chunk in variable {name!r} ({type(exc).__name__}: {exc})") from None
+    if finite and values.dtype.kind in "fc":
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise InputError(path, f"{bad} non-finite (NaN/Inf) value(s) of {values.size} in variable {name!r}: "
+                                   "a reconstruction from them would be NaN; fix the source and ingest it again")
+    return values
 
 
 def attrs_json(ds: xr.Dataset, key: str) -> Any:
