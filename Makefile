@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 CORES  ?= 2
 STAMP  := $(VENV)/.scorerecon-installed
 
-.PHONY: all install demo test lint bench bench-quality clean-results train
+.PHONY: all install demo test lint bench bench-quality clean-results train train-gpu
 
 all: test
 
@@ -34,6 +34,14 @@ demo: $(STAMP)
 train: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps dipy==1.12.1  # example MR files of the brain_mr_ddpm prior
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --profile workflows/profiles/local train_all
+
+# Every shipped prior (checkpoints/<name> with workflows/config/train/<name>.yaml) retrained concurrently on
+# one GPU in at most ~9 minutes: one background `scorerecon train` each, --device cuda, batch 128, --minutes 8
+# (then a checkpoint), all `wait`ed for; into results/priors_gpu/<name> (+ .log), checkpoints/ untouched.
+# Needs a CUDA build of torch in .venv (see the top). Running it again continues each run 8 more minutes.
+train-gpu: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps dipy==1.12.1  # example MR files of the brain_mr_* priors
+	MINUTES=8 BATCH=128 DEVICE=cuda bash workflows/config/train/train_gpu.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
