@@ -139,3 +139,10 @@ def test_card_records_augmentation_and_pixel_spacing(tmp_path: Path, volume: Pat
 def test_bad_augment_sections_are_one_line_errors(augment: dict, needle: str) -> None:
     with pytest.raises(InputError, match=needle.replace(".", r"\.")):
         Augmentation(augment)
+
+
+def test_3d_patches_are_augmented_too(volume: Path) -> None:
+    dataset = PatchDataset(_data(volume, patch_size=[6, 12, 12], augment=FULL))
+    batch = dataset.sample_batch(6, np.random.default_rng(0))
+    assert batch.shape == (6, 1, 6, 12, 12) and dataset.slice_axes == [None]
+    assert dataset.pixel_spacing_mm() == [2.0, 0.8, 0.8]
