@@ -146,3 +146,18 @@ def test_3d_patches_are_augmented_too(volume: Path) -> None:
     batch = dataset.sample_batch(6, np.random.default_rng(0))
     assert batch.shape == (6, 1, 6, 12, 12) and dataset.slice_axes == [None]
     assert dataset.pixel_spacing_mm() == [2.0, 0.8, 0.8]
+
+
+def test_an_augmented_run_resumes_exactly(tmp_path: Path, volume: Path) -> None:
+    """Every augmentation draw comes from the checkpointed Generator: resumed == uninterrupted."""
+    config = {"name": "aug", "seed": 1, "data": _data(volume, augment=FULL, slice_axes=["z", "y", "x"]),
+              "sde": {"name": "vp"}, "parametrization": "eps", "network": TINY_NET,
+              "optimizer": {"lr": 1e-3, "warmup_steps": 1}, "ema": {"decay": 0.9},
+              "training": {"steps": 6, "batch_size": 3, "checkpoint_every": 0}}
+    straight = Trainer(config, tmp_path / "straight")
+    straight.run()
+    Trainer(config, tmp_path / "resumed").run(until=3)
+    resumed = Trainer(config, tmp_path / "resumed", resume=True)
+    assert resumed.step == 3
+    resumed.run()
+    assert [r[1] for r in resumed.log] == [r[1] for r in straight.log]
