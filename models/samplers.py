@@ -32,6 +32,14 @@ Registered samplers (``sample(..., sampler=NAME)``):
 variables (Chen et al., NeurIPS 2018; Song 2021 App. D.2) using scipy's RK45, with the exact
 divergence (small dimensions) or the Skilling-Hutchinson estimator.
 
+**Warm start** (``x_init``, ``t_start``; "come closer, diffuse faster", CCDF: Chung, Sim & Ye,
+CVPR 2022): instead of a prior draw at ``t = 1``, the reverse process starts at ``t_start < 1``
+from an initial estimate diffused there, ``x = alpha(t0) x_init + sigma(t0) z``, and runs its
+``n`` steps over ``[t0, eps]`` only (every grid below with ``1`` replaced by ``t0``; the ladder
+samplers use the last ``n`` rungs of a finer ladder whose spacing puts its first kept rung at
+``t0``). Guidance hooks run as usual, so a data-consistent solver stays data-consistent. NFE
+count only the steps run. ``t0 -> eps`` returns ``x_init`` (through the guidance).
+
 **Time grids and NFE.** ``n`` predictor steps use ``t_i = linspace(1, eps, n)`` (score_sde's
 grid); the discretisation-based predictors (``rd``, ``ddpm``, ``pc``) run on a copy of the SDE
 with ``N = n`` so the DDPM/SMLD ladder has exactly ``n`` rungs. ``em`` and ``ode`` step between
@@ -311,6 +319,8 @@ class _Run:
     dtype: torch.dtype
     guidance: Guidance | None
     trajectory: list[Tensor] | None = None
+    x_init: Tensor | None = None  # warm start: the initial estimate, diffused to t_start
+    t_start: float | None = None
 
     def noise(self) -> Tensor:
         return randn(self.generator, self.shape, self.device, self.dtype)
@@ -323,6 +333,32 @@ class _Run:
 
     def tvec(self, t: float) -> Tensor:
         return torch.full((self.shape[0],), float(t), device=self.device, dtype=self.dtype)
+
+    def top(self, sde: SDE) -> float:
+        """Where the reverse process starts: ``sde.T``, or the warm start's ``t_start``."""
+        return sde.T if self.t_start is None else float(self.t_start)
+
+    def start(self, sde: SDE, t: float) -> Tensor:
+        """The state at the first level ``t``: a prior draw, or ``x_init`` diffused to ``t`` (warm start)."""
+        if self.x_init is None:
+            return self.prior(sde)
+        x0 = self.x_init.to(device=self.device, dtype=self.dtype).expand(self.shape)
+        tv = self.tvec(t)
+        return _b(sde.alpha(tv), x0) * x0 + _b(sde.sigma(tv), x0) * self.noise()
+
+    def ladder(self, sde: SDE, n: int) -> tuple[SDE, list[float]]:
+        """``sde`` with an ``N``-rung discretisation and the ``n`` levels a ladder sampler visits.
+
+        Cold: ``N = n`` rungs, all visited. Warm: a finer ladder whose rung spacing puts the ``n``
+        levels of ``linspace(t_start, eps, n)`` on (the nearest) rungs, so each step's
+        ``beta_i = beta(t_i) / N`` matches the step it takes.
+        """
+        top = self.top(sde)
+        if self.t_start is None:
+            return _sde_with_steps(sde, n), torch.linspace(sde.T, sde.eps, n).tolist()
+        spacing = (top - sde.eps) / (n - 1) if n > 1 else top
+        total = int(round((sde.T - sde.eps) / spacing)) + 1
+        return _sde_with_steps(sde, max(n, total)), torch.linspace(top, sde.eps, n).tolist()
 
     def ctx(self, *, t: Tensor, level: float | None, x_t: Tensor, pred: Prediction, stage: str,
             step: int, n_steps: int, is_last: bool) -> GuidanceContext:
@@ -363,7 +399,8 @@ class _Run:
 
 
 def predictor_corrector(run: _Run, sde: SDE, n_steps: int, predictor: Predictor | None,
-                        corrector: Corrector | None, n_corrector: int, x: Tensor | None = None) -> Tensor:
+                        corrector: Corrector | None, n_corrector: int, x: Tensor | None = None,
+                        levels: list[float] | None = None) -> Tensor:
     """Generic PC loop (Song 2021, Alg. 1; corrector first at each level, as in score_sde).
 
     For each level ``t_i`` of ``linspace(1, eps, n_steps)``: ``n_corrector`` corrector updates at
@@ -371,13 +408,17 @@ def predictor_corrector(run: _Run, sde: SDE, n_steps: int, predictor: Predictor 
     Guidance ``on_x0`` acts on every network call, ``on_state`` after every update. A final
     predictor update returns its mean (no noise); corrector-only runs end on a full Langevin step
     (the Langevin mean ``x + e s`` over-shrinks unless ``e = sigma^2``), as in Song & Ermon 2019.
+    ``levels`` replaces the grid (a warm start's ``linspace(t_start, eps, n_steps)``, see
+    :meth:`_Run.ladder`); the first state is :meth:`_Run.start` at the first level.
     """
     if predictor is None and (corrector is None or n_corrector < 1):
         raise ValueError("need a predictor, a corrector, or both")
-    ts = torch.linspace(sde.T, sde.eps, n_steps).tolist()
+    ts = torch.linspace(run.top(sde), sde.eps, n_steps).tolist() if levels is None else list(levels)
+    if len(ts) != n_steps:
+        raise ValueError(f"{len(ts)} levels for {n_steps} steps")
     grad = run.guidance is not None and run.guidance.requires_grad
     if x is None:
-        x = run.prior(sde)
+        x = run.start(sde, ts[0])
     run.record(x)
     for i, t_f in enumerate(ts):
         t = run.tvec(t_f)
@@ -431,10 +472,10 @@ def _steps(nfe: int, per_step: int, name: str) -> int:
 @register_sampler("em")
 def _em(run: _Run, sde: SDE, nfe: int) -> Tensor:
     n = _steps(nfe, 1, "em")
-    ts = torch.linspace(sde.T, sde.eps, n + 1).tolist()
+    ts = torch.linspace(run.top(sde), sde.eps, n + 1).tolist()
     pred_ = EulerMaruyamaPredictor(sde)
     grad = run.guidance is not None and run.guidance.requires_grad
-    x = run.prior(sde)
+    x = run.start(sde, ts[0])
     run.record(x)
     for i in range(n):
         t, t_next = run.tvec(ts[i]), run.tvec(ts[i + 1])
@@ -451,15 +492,15 @@ def _em(run: _Run, sde: SDE, nfe: int) -> Tensor:
 @register_sampler("rd")
 def _rd(run: _Run, sde: SDE, nfe: int) -> Tensor:
     n = _steps(nfe, 1, "rd")
-    sde_n = _sde_with_steps(sde, n)
-    return predictor_corrector(run, sde_n, n, ReverseDiffusionPredictor(sde_n), None, 0)
+    sde_n, levels = run.ladder(sde, n)
+    return predictor_corrector(run, sde_n, n, ReverseDiffusionPredictor(sde_n), None, 0, levels=levels)
 
 
 @register_sampler("ddpm")
 def _ddpm(run: _Run, sde: SDE, nfe: int) -> Tensor:
     n = _steps(nfe, 1, "ddpm")
-    sde_n = _sde_with_steps(sde, n)
-    return predictor_corrector(run, sde_n, n, AncestralPredictor(sde_n), None, 0)
+    sde_n, levels = run.ladder(sde, n)
+    return predictor_corrector(run, sde_n, n, AncestralPredictor(sde_n), None, 0, levels=levels)
 
 
 def _pc_nfe(sde: SDE, opts: dict) -> int:
@@ -479,10 +520,10 @@ def _pc(run: _Run, sde: SDE, nfe: int, predictor: str | None = "rd", n_corrector
         raise ValueError("use predictor 'rd' or 'ancestral' in 'pc' (EM needs its own grid; see 'em')")
     per_step = (1 if predictor else 0) + n_corrector
     n = _steps(nfe, per_step, "pc")
-    sde_n = _sde_with_steps(sde, n)
+    sde_n, levels = run.ladder(sde, n)
     pred = _PREDICTORS[predictor](sde_n) if predictor else None
     corr = LangevinCorrector(sde_n, snr, norm) if n_corrector > 0 else None
-    return predictor_corrector(run, sde_n, n, pred, corr, n_corrector)
+    return predictor_corrector(run, sde_n, n, pred, corr, n_corrector, levels=levels)
 
 
 @register_sampler("ncsn", _pc_nfe)
@@ -526,14 +567,14 @@ class _BudgetExceededError(Exception):
 @register_sampler("ode", lambda sde, opts: 200)
 def _ode(run: _Run, sde: SDE, nfe: int | None, method: str = "rk4", rtol: float = 1e-5,
          atol: float = 1e-5) -> Tensor:
-    x = run.prior(sde)
+    x = run.start(sde, run.top(sde))
     run.record(x)
     if method == "rk45":
         return _ode_rk45(run, sde, x, nfe, rtol, atol)
     if method not in _ODE_EVALS:
         raise ValueError(f"unknown ODE method {method!r}; expected one of {[*_ODE_EVALS, 'rk45']}")
     n = _steps(nfe, _ODE_EVALS[method], f"ode-{method}")
-    ts = torch.linspace(sde.T, sde.eps, n + 1).tolist()
+    ts = torch.linspace(run.top(sde), sde.eps, n + 1).tolist()
     grad = run.guidance is not None and run.guidance.requires_grad
     for i in range(n):
         h = ts[i + 1] - ts[i]
@@ -574,7 +615,7 @@ def _ode_rk45(run: _Run, sde: SDE, x: Tensor, nfe: int | None, rtol: float, atol
 
     y0 = x.double().cpu().numpy().ravel()
     try:
-        sol = solve_ivp(fun, (sde.T, sde.eps), y0, method="RK45", rtol=rtol, atol=atol)
+        sol = solve_ivp(fun, (run.top(sde), sde.eps), y0, method="RK45", rtol=rtol, atol=atol)
     except _BudgetExceededError:
         raise RuntimeError(f"ode-rk45 needed more than nfe={nfe} evaluations at rtol={rtol}, atol={atol}; "
                            "raise nfe (or pass nfe=None) or loosen the tolerances") from None
@@ -612,9 +653,10 @@ def _generator(seed: int | torch.Generator | None, device: torch.device) -> tupl
 
 
 def _device(device: torch.device | str | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """The project's one device policy (``"auto"``: CUDA, MPS, CPU; ``SCORERECON_DEVICE``)."""
+    from scorerecon.models.device import resolve_device
+
+    return resolve_device(device)
 
 
 def sample(model: ScoreModel, shape: tuple[int, ...], sampler: str = "pc", nfe: int | None = None,
@@ -622,6 +664,7 @@ def sample(model: ScoreModel, shape: tuple[int, ...], sampler: str = "pc", nfe: 
            device: torch.device | str | None = "cpu",
            guidance: Guidance | None = None, cond: Tensor | None = None, *,
            dtype: torch.dtype = torch.float32, return_trajectory: bool = False,
+           x_init: Tensor | None = None, t_start: float | None = None,
            **options: Any) -> SampleResult:
     """Draw ``shape[0]`` samples from ``model`` with the named sampler.
 
@@ -636,6 +679,8 @@ def sample(model: ScoreModel, shape: tuple[int, ...], sampler: str = "pc", nfe: 
     Sampler-specific ``options``: ``pc``/``ncsn``/``annealed_langevin``: ``n_corrector``,
     ``snr``, ``norm`` (``pc`` also ``predictor`` in ``{"rd", "ancestral", None}``); ``ddim``: ``eta``;
     ``ode``: ``method`` in ``{"euler", "heun", "rk4", "rk45"}``, ``rtol``, ``atol``.
+    ``x_init`` (broadcastable to ``shape``) and ``t_start`` in ``(eps, T]`` warm-start every sampler
+    (module docstring): the reverse process runs from ``x_init`` diffused to ``t_start``.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}")
@@ -653,17 +698,24 @@ def sample(model: ScoreModel, shape: tuple[int, ...], sampler: str = "pc", nfe: 
         gen, seed_used = _generator(seed, dev)
     if isinstance(gen, SampleGenerators) and len(gen) != shape[0]:
         raise ValueError(f"{len(gen)} per-sample seeds for a batch of {shape[0]}")
+    if (x_init is None) != (t_start is None):
+        raise ValueError("a warm start needs both x_init and t_start")
+    if t_start is not None and not model.sde.eps < float(t_start) <= model.sde.T:
+        raise ValueError(f"t_start must lie in (eps, T] = ({model.sde.eps:g}, {model.sde.T:g}], got {t_start}")
     counted = CountingModel(model, None if cond is None else cond.to(dev))
     if nfe is None and not (sampler == "ode" and options.get("method") == "rk45"):
         nfe = _DEFAULT_NFE[sampler](model.sde, options)
-    run = _Run(counted, tuple(shape), gen, dev, dtype, guidance, [] if return_trajectory else None)
+    warm = {} if t_start is None else {"t_start": float(t_start), "warm_start": True}
+    run = _Run(counted, tuple(shape), gen, dev, dtype, guidance, [] if return_trajectory else None,
+               None if x_init is None else torch.as_tensor(x_init).detach(), t_start)
     start = time.perf_counter()
     with torch.no_grad():
         x = SAMPLERS[sampler](run, model.sde, nfe, **options)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     return SampleResult(x=x.detach(), nfe=counted.count, sampler=sampler, seed=seed_used,
-                        seconds=time.perf_counter() - start, options=dict(options, nfe_budget=nfe),
+                        seconds=time.perf_counter() - start,
+                        options=dict(options, nfe_budget=nfe, **warm),
                         trajectory=run.trajectory)
 
 

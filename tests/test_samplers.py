@@ -264,3 +264,54 @@ def test_network_score_model_through_sample() -> None:
         assert res.x.shape == (2, 1, 8, 8) and torch.isfinite(res.x).all() and res.nfe == 4
         again = sample(model, (2, 1, 8, 8), name, nfe=4, seed=1)
         assert torch.equal(res.x, again.x)
+
+
+# --------------------------------------------------------------------------------------------
+# warm start (CCDF): x_init diffused to t_start, then the usual reverse steps over [t_start, eps]
+# --------------------------------------------------------------------------------------------
+WARM = [("vp", "ddim", {"eta": 1.0}), ("vp", "ddim", {"eta": 0.0}), ("vp", "em", {}), ("vp", "ddpm", {}),
+        ("vp", "rd", {}), ("ve", "pc", {}), ("subvp", "ode", {"method": "euler"})]
+
+
+@pytest.mark.parametrize("sde_name,name,opts", WARM, ids=[f"{s}-{n}" for s, n, _ in WARM])
+def test_warm_start_near_zero_returns_the_initialiser(sde_name: str, name: str, opts: dict) -> None:
+    """``t_start -> eps``: nothing left to denoise, the sample is ``x_init`` (up to the tiny noise of t0)."""
+    model = gaussian_model(sde_name)
+    x_init = torch.tensor([[3.0, -2.0], [0.5, 0.25], [-1.0, 4.0]], dtype=torch.float64)
+    res = sample(model, (3, 2), name, nfe=4, seed=0, x_init=x_init, t_start=1e-4, dtype=torch.float64, **opts)
+    torch.testing.assert_close(res.x, x_init, rtol=0, atol=0.03)
+    assert res.options["t_start"] == 1e-4
+
+
+@pytest.mark.parametrize("sde_name,name,opts", WARM, ids=[f"{s}-{n}" for s, n, _ in WARM])
+def test_warm_start_is_seeded_and_counts_only_the_steps_run(sde_name: str, name: str, opts: dict) -> None:
+    x_init = torch.tensor([[3.0, -2.0]], dtype=torch.float64)
+    runs = []
+    for seed in (7, 7, 8):
+        model = gaussian_model(sde_name)
+        res = sample(model, (4, 2), name, nfe=30, seed=seed, x_init=x_init, t_start=0.3, dtype=torch.float64,
+                     **opts)
+        per_step = 2 if name == "pc" else 1
+        assert res.nfe == model.calls == 30 // per_step * per_step
+        runs.append(res.x)
+    assert torch.equal(runs[0], runs[1]) and not torch.allclose(runs[0], runs[2])
+
+
+def test_warm_start_from_data_samples_keeps_the_data_distribution() -> None:
+    """Exact data diffused to t0 is a draw from p_t0, so the reverse steps from there end on the data law."""
+    gen = torch.Generator().manual_seed(11)
+    chol = torch.linalg.cholesky(COV)
+    x_init = MU + torch.randn(N_SAMPLES, 2, generator=gen, dtype=torch.float64) @ chol.T
+    model = gaussian_model("vp")
+    res = sample(model, (N_SAMPLES, 2), "ddim", nfe=100, seed=0, x_init=x_init, t_start=0.5, eta=1.0,
+                 dtype=torch.float64)
+    assert_moments(res.x, MU, COV, B_MEAN, 0.06)
+    assert not torch.allclose(res.x, x_init)  # it did move: a new draw, not the initialiser
+
+
+def test_warm_start_arguments_are_checked() -> None:
+    model = gaussian_model("vp")
+    with pytest.raises(ValueError, match="both x_init and t_start"):
+        sample(model, (2, 2), "ddim", nfe=3, x_init=torch.zeros(2, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="t_start must lie"):
+        sample(model, (2, 2), "ddim", nfe=3, x_init=torch.zeros(2, 2, dtype=torch.float64), t_start=1.5)
