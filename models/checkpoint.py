@@ -15,6 +15,11 @@ A checkpoint is a directory::
 compares it with the card (a corrupt or swapped file fails here), then checks every tensor
 name and shape against the network the card describes, and reports any mismatch as one
 :class:`~scorerecon.pipelines.errors.InputError` line naming the file.
+
+Checkpoints are found independently of the working directory (:func:`resolve_checkpoint`): a
+name such as ``head_ct_ddpm`` (or the defaults' ``checkpoints/head_ct_ddpm``) is looked up in
+``$SCORERECON_CHECKPOINTS``, then in the project's ``checkpoints/`` folder beside the installed
+package, then relative to the working directory (docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "scorerecon-model-card"
 CARD_VERSION = 1
+#: Environment variable: folders (``os.pathsep``-separated) searched first for checkpoint names.
+CHECKPOINTS_ENV = "SCORERECON_CHECKPOINTS"
 
 
 def _publish(tmp: str | Path, path: Path) -> None:
@@ -115,12 +122,56 @@ def save_score_model(directory: str | os.PathLike, model: NetworkScoreModel | nn
     return card
 
 
+def checkpoint_search_path() -> list[Path]:
+    """Folders a checkpoint *name* is looked up in, in order (see :func:`resolve_checkpoint`).
+
+    The entries of ``$SCORERECON_CHECKPOINTS`` (``os.pathsep``-separated), then the project's
+    ``checkpoints/`` folder next to the installed package (the repository for an editable
+    install), when it exists.
+    """
+    import scorerecon
+
+    dirs = [Path(p).expanduser() for p in os.environ.get(CHECKPOINTS_ENV, "").split(os.pathsep) if p.strip()]
+    shipped = Path(scorerecon.__file__).resolve().parents[1] / "checkpoints"
+    if shipped.is_dir():
+        dirs.append(shipped)
+    return dirs
+
+
+def resolve_checkpoint(ref: str | os.PathLike) -> Path:
+    """The checkpoint ``ref`` names, found independently of the working directory.
+
+    * an absolute path is taken as it is; so is a path starting with ``./`` or ``../`` (relative
+      to the working directory, on purpose);
+    * any other reference -- a name (``head_ct_ddpm``), the shipped defaults' ``checkpoints/<name>``
+      form, or a relative path -- is looked up as ``<dir>/<name>`` in every folder of
+      :func:`checkpoint_search_path` (``<name>`` without a leading ``checkpoints/``), then as
+      given relative to the working directory. The first that exists wins.
+
+    Raises :class:`InputError` listing where it looked. ``ref`` may also be a card or weights
+    file inside a checkpoint folder.
+    """
+    text = os.fspath(ref)
+    path = Path(text).expanduser()
+    if path.is_absolute() or text.startswith(("./", "../", f".{os.sep}", f"..{os.sep}")):
+        if not path.exists():
+            raise InputError(path, "checkpoint does not exist")
+        return path
+    parts = path.parts
+    name = Path(*parts[1:]) if len(parts) > 1 and parts[0] == "checkpoints" else path
+    candidates = [root / name for root in checkpoint_search_path()] + [Path.cwd() / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    searched = ", ".join(dict.fromkeys(str(c) for c in candidates))
+    raise InputError(text, f"checkpoint not found (looked in {searched}; put priors in a folder listed in "
+                           f"${CHECKPOINTS_ENV}, docs/checkpoints.md)")
+
+
 def _resolve(path: str | os.PathLike) -> tuple[Path, Path]:
-    """Card and weights paths from a checkpoint directory, its card or its weights file."""
-    path = Path(path)
+    """Card and weights paths from a checkpoint directory, its card or its weights file (:func:`resolve_checkpoint`)."""
+    path = resolve_checkpoint(path)
     directory = path if path.is_dir() else path.parent
-    if not path.exists():
-        raise InputError(path, "checkpoint does not exist")
     return directory / CARD_FILE, directory
 
 
@@ -182,4 +233,5 @@ def load_score_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     network.load_state_dict(tensors, strict=True)
     model = NetworkScoreModel(network, sde, card["parametrization"])
     model.card = card  # the provenance travels with the model
+    model.checkpoint_path = directory.resolve()  # where it was found (resolve_checkpoint)
     return model.to(device).eval()
