@@ -33,7 +33,6 @@ solver and its settings, NFE, seed, mask or geometry, complex handling, timings 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,30 +65,78 @@ def _remove_oversampling(kspace: np.ndarray, factor: int) -> np.ndarray:
     return image_to_kspace(img[..., start:start + keep]).astype(np.complex64)
 
 
-def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], list[int]]:
-    import torch
+def _kspace_input(args: argparse.Namespace, ds: Any) -> tuple[np.ndarray, list[int], Any, dict[str, Any]]:
+    """Measured k-space ``(S, C, ky, kx)`` of the selected slices (readout oversampling removed) and its grid."""
+    from scorerecon.modalities.io.grid import axis_map, centre_map, kspace_image_grid
+    from scorerecon.modalities.io.store import attrs_json, load_checked
+    from scorerecon.pipelines.record import default_geometry
 
-    from scorerecon.modalities.io.store import attrs_json, load_checked, open_store
-    from scorerecon.pipelines.tasks import reconstruct
-    from scorerecon.pipelines.tasks.mri import mask_info, mri_problem, phase_encode_mask
-    from scorerecon.pipelines.tasks.volume import reconstruct_volume
-
-    ds = open_store(args.input)
-    if "kspace" not in ds.data_vars:
-        raise InputError(args.input, f"store holds no 'kspace' variable (it has: {', '.join(map(str, ds.data_vars))}); "
-                                     "--task mri needs a k-space store (scorerecon ingest RAW.dat|.h5|.cfl|.npy)")
     da = ds["kspace"]
     if tuple(da.dims) != ("coil", "z", "ky", "kx"):
         raise InputError(args.input, f"'kspace' must have dims (coil, z, ky, kx), got {da.dims}")
     slices = _select_slices(int(da.sizes["z"]), args.slices, args.input)
-    raw = load_checked(da.isel(z=slices).to_dataset(name="kspace"), args.input, "kspace")  # (C, S, ky, kx)
+    raw = load_checked(da.isel(z=slices).to_dataset(name="kspace"), args.input, "kspace", finite=True)  # (C, S, ky, kx)
     raw = np.ascontiguousarray(np.moveaxis(raw, 1, 0)).astype(np.complex64)  # (S, C, ky, kx)
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"input": "k-space from the store"}
+    nky, nkx = raw.shape[-2:]
+    affine, grid_source = kspace_image_grid(ds.attrs, (int(da.sizes["z"]), nky, nkx))
+    in_plane = axis_map()
     over = attrs_json(ds, "readout_oversampling")
     factor = int(round(float(over))) if isinstance(over, (int, float)) and not isinstance(over, bool) else 1
     if factor > 1 and not args.keep_oversampling:
         raw = _remove_oversampling(raw, factor)
         info["readout_oversampling_removed"] = factor
+        in_plane = centre_map((nky, nkx), raw.shape[-2:])
+    geometry = default_geometry(affine, grid_source, slices, in_plane, raw.shape[-2:])
+    return raw, slices, geometry, info
+
+
+def _image_input(args: argparse.Namespace, ds: Any, square: bool) -> tuple[np.ndarray, list[int], Any, float]:
+    """Selected slices of an image store, cropped / block-averaged (``--crop``, ``--downsample``), and their grid.
+
+    Returns the float32 slices ``(S, H, W)``, the slice indices, their :class:`~scorerecon.pipelines.record.Geometry`
+    and the output pixel size in mm (the store's ``x`` spacing times ``--downsample``; 1 mm without coordinates).
+    """
+    from scorerecon.modalities.io.grid import prepare_slices_map
+    from scorerecon.modalities.io.store import load_checked
+    from scorerecon.pipelines.evaluate import prepare_slices
+    from scorerecon.pipelines.record import image_geometry
+
+    da = ds["image"]
+    if tuple(da.dims) != ("z", "y", "x"):
+        raise InputError(args.input, f"'image' must have dims (z, y, x), got {da.dims}")
+    slices = _select_slices(int(da.sizes["z"]), args.slices, args.input)
+    images = load_checked(da.isel(z=slices).to_dataset(name="image"), args.input, finite=True).astype(np.float32)
+    spacing = float(abs(da.coords["x"].values[1] - da.coords["x"].values[0])) \
+        if "x" in da.coords and da.sizes["x"] > 1 else 1.0
+    in_plane, out_shape = prepare_slices_map(images.shape[-2:], args.crop, args.downsample, square=square)
+    images = prepare_slices(images, args.crop, args.downsample, square=square)
+    return images, slices, image_geometry(ds, slices, in_plane, out_shape), spacing * args.downsample
+
+
+def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], Any]:
+    import torch
+
+    from scorerecon.modalities.io.kspace import image_to_kspace
+    from scorerecon.modalities.io.store import open_store
+    from scorerecon.pipelines.tasks import reconstruct
+    from scorerecon.pipelines.tasks.mri import mask_info, mri_problem, phase_encode_mask
+    from scorerecon.pipelines.tasks.volume import reconstruct_volume
+
+    ds = open_store(args.input)
+    phase: str | None = "auto"
+    if "kspace" in ds.data_vars:
+        raw, slices, geometry, info = _kspace_input(args, ds)
+    elif "image" in ds.data_vars:  # a magnitude image: single-coil k-space simulated from it (a real object)
+        images, slices, geometry, _ = _image_input(args, ds, square=False)
+        raw = image_to_kspace(images.astype(np.complex64))[:, None].astype(np.complex64)
+        info = {"input": "single-coil k-space simulated (noise-free) from the store's magnitude image",
+                "crop": args.crop, "downsample": args.downsample}
+        phase = None
+    else:
+        raise InputError(args.input, f"store holds neither 'kspace' nor 'image' (it has: "
+                                     f"{', '.join(map(str, ds.data_vars))}); --task mri needs a k-space store "
+                                     "(scorerecon ingest RAW.dat|.h5|.cfl|.npy) or an MR image store")
     s, c, h, w = raw.shape
     if args.mask == "none":
         mask = torch.from_numpy((np.abs(raw).sum(axis=(0, 1)) > 0).astype(np.float32))
@@ -113,21 +160,22 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
             raise InputError(args.input, f"{exc} (use a lower --accel or --mask poisson)") from None
         info["sens_maps"] = {"method": "ESPIRiT (sigpy EspiritCalib)", "calib_width": calib}
     problem = mri_problem(kspace, mask, model.card["data"]["normalization"], maps, args.complex_mode,
-                          phase="auto", intensity=args.intensity)
+                          phase=phase, intensity=args.intensity)
     info["complex_handling"] = problem.info
     rec = _solve(args, problem, model, reconstruct, reconstruct_volume)
     image = rec.image.abs()[:, 0].cpu().numpy()
     std = None if rec.std is None else rec.std[:, 0].cpu().numpy()
     info.update(_solver_record(args, rec))
-    return image, std, info, slices
+    return image, std, info, geometry
 
 
-def _ct(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], list[int]]:
+def _ct(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], Any]:
     import torch
 
     from scorerecon.modalities.ct.geometry import ParallelBeamGeometry
+    from scorerecon.modalities.io.grid import axis_map, centred_grid, stated_affine
     from scorerecon.modalities.io.store import load_checked, open_store
-    from scorerecon.pipelines.evaluate import prepare_slices
+    from scorerecon.pipelines.record import default_geometry
     from scorerecon.pipelines.tasks import reconstruct
     from scorerecon.pipelines.tasks.ct import ct_geometry, ct_problem, simulate_sinogram
     from scorerecon.pipelines.tasks.volume import reconstruct_volume
@@ -145,20 +193,21 @@ def _ct(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | 
             raise InputError(args.input, "sinogram store needs attrs image_size and pixel_size_mm") from None
         geometry = ParallelBeamGeometry(n, tuple(float(a) for a in da.coords["angle"].values), int(da.sizes["det"]))
         slices = _select_slices(int(da.sizes["z"]), args.slices, args.input)
-        sino = torch.from_numpy(load_checked(da.isel(z=slices).to_dataset(name="s"), args.input, "s")
+        sino = torch.from_numpy(load_checked(da.isel(z=slices).to_dataset(name="s"), args.input, "s", finite=True)
                                 .astype(np.float32))[:, None]
         info["measurement"] = "sinogram from the store"
+        affine = stated_affine(ds.attrs.get("affine"))
+        grid_source = "the sinogram store's affine attr"
+        if affine is None:
+            thickness = float(ds.attrs.get("slice_spacing_mm") or 1.0)
+            affine = centred_grid((pixel_mm, pixel_mm, thickness), (int(da.sizes["z"]), n, n))
+            grid_source = (f"pixel_size_mm {pixel_mm:g}, slice_spacing_mm {thickness:g} (1 when absent); "
+                           "orientation and position unknown (x->R, y->A, z->S, centred)")
+        out_geometry = default_geometry(affine, grid_source, slices, axis_map(), (n, n))
     elif "image" in ds.data_vars:
-        da = ds["image"]
-        if tuple(da.dims[-3:]) != ("z", "y", "x"):
-            raise InputError(args.input, f"'image' must have dims (z, y, x), got {da.dims}")
         if (args.views is None) == (args.arc is None):
             raise InputError(None, "an image store needs exactly one of --views N or --arc DEG to simulate a sinogram")
-        slices = _select_slices(int(da.sizes["z"]), args.slices, args.input)
-        hu = load_checked(da.isel(z=slices).to_dataset(name="image"), args.input).astype(np.float32)
-        spacing = float(abs(da.coords["x"].values[1] - da.coords["x"].values[0])) if "x" in da.coords else 1.0
-        hu = prepare_slices(hu, args.crop, args.downsample, square=True)
-        pixel_mm = spacing * args.downsample
+        hu, slices, out_geometry, pixel_mm = _image_input(args, ds, square=True)
         try:
             geometry = ct_geometry(hu.shape[-1], args.views, args.arc)
         except ValueError as exc:
@@ -177,7 +226,7 @@ def _ct(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | 
     image = rec.image[:, 0].cpu().numpy()
     std = None if rec.std is None else rec.std[:, 0].cpu().numpy()
     info.update(_solver_record(args, rec))
-    return image, std, info, slices
+    return image, std, info, out_geometry
 
 
 def _solve(args: argparse.Namespace, problem: Any, model: Any, reconstruct: Any, reconstruct_volume: Any) -> Any:
@@ -202,11 +251,10 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     import xarray as xr
 
-    from scorerecon import __version__
     from scorerecon.modalities.io.outputs import check_output
-    from scorerecon.modalities.io.store import attrs_json, open_store, write_store
+    from scorerecon.modalities.io.store import open_store, write_store
     from scorerecon.models.checkpoint import load_score_model
-    from scorerecon.pipelines.hardware import describe
+    from scorerecon.pipelines.record import finish_output
     from scorerecon.pipelines.tasks import SOLVERS
 
     if args.task in ("pansharpen", "cloud"):  # conditional remote-sensing models: their own module
@@ -231,28 +279,23 @@ def _run(args: argparse.Namespace) -> int:
     model = load_score_model(checkpoint, device=args.device)
     model.eval()
     start = time.perf_counter()
-    image, std, info, slices = (_mri if args.task == "mri" else _ct)(args, model)
+    image, std, info, geometry = (_mri if args.task == "mri" else _ct)(args, model)
     seconds = time.perf_counter() - start
-    source = open_store(args.input)
     dims = ("z", "y", "x")
     data = {"image": (dims, image.astype(np.float32))}
     if std is not None:
         data["std"] = (dims, std.astype(np.float32))
-    ds = xr.Dataset(data, coords={"z": np.asarray(slices, dtype=np.int64)})
+    ds = xr.Dataset(data)
     ds["image"].attrs["units"] = "HU" if args.task == "ct" else "magnitude (input k-space units)"
     if std is not None:
         ds["std"].attrs["description"] = f"per-voxel std of the magnitude over {args.samples} posterior samples"
-    ds = ds.chunk({"z": 1})
-    ds.attrs = {"reader": "scorerecon.pipelines.reconstruct", "reader_version": "1.0",
-                "scorerecon_version": __version__, "task": args.task, "input_store": str(Path(args.input).resolve()),
-                "source_files": attrs_json(source, "source_files") or [],
-                "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": model.card["weights"]["sha256"],
-                "checkpoint_name": model.card.get("name"), "reconstruction": info,
-                "seconds": round(seconds, 3), "hardware": describe(args.device),
-                "command": " ".join(["scorerecon", *sys.argv[1:]]) if sys.argv[0].endswith("scorerecon") else None}
+    ds = finish_output(ds, task=args.task, args=args, model=model, checkpoint=model.checkpoint_path,
+                       inputs=[(args.input, "/")],
+                       info=info, seconds=seconds, reader="scorerecon.pipelines.reconstruct", geometry=geometry,
+                       modality="CT" if args.task == "ct" else "MR").chunk({"z": 1})
     write_store(ds, args.output, overwrite=args.overwrite)
     if not args.quiet:
-        print(f"wrote {args.output}: {len(slices)} slice(s), {args.solver}, {info['nfe']} NFE, {seconds:.1f} s")
+        print(f"wrote {args.output}: {ds.sizes['z']} slice(s), {args.solver}, {info['nfe']} NFE, {seconds:.1f} s")
     return 0
 
 

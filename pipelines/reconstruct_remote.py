@@ -9,6 +9,9 @@ grid: ``image (band, y, x)`` float32 in the input's units, with the pan group's 
 ``1 / ratio`` and shifted by the grid phase (:func:`~scorerecon.modalities.optical.degradation.grid_phase`).
 The output is the mean of ``--samples`` (default 5) DDIM samples of ``--nfe`` (default 2) steps,
 and their per-pixel std (``std``). ``scorerecon export --format geotiff`` turns it into a COG.
+Both tasks' outputs carry the provenance every reconstruction does
+(:func:`scorerecon.pipelines.record.finish_output`: the source files of every input store read,
+the prior, the command, versions) plus ``crs`` and ``transform`` attrs mirroring ``spatial_ref``.
 
 ``--task cloud --input CLOUDY.zarr --other CLEAR.zarr [--cloud-mask MASK.zarr]`` reads two
 single-grid 13-band Sentinel-2 stores (the cloudy date and another clear date of the same grid),
@@ -35,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -317,9 +319,8 @@ def _cloud_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, A
 
 def run_remote(args: argparse.Namespace) -> int:
     """``scorerecon reconstruct --task pansharpen|cloud`` (called from reconstruct's ``_run``)."""
-    from scorerecon import __version__
-    from scorerecon.modalities.io.store import attrs_json, open_store, write_store
-    from scorerecon.pipelines.hardware import describe
+    from scorerecon.modalities.io.store import open_store, write_store
+    from scorerecon.pipelines.record import finish_output
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -339,16 +340,14 @@ def run_remote(args: argparse.Namespace) -> int:
     with torch.no_grad():
         out, info = (_pansharpen_store if args.task == "pansharpen" else _cloud_store)(args, model)
     seconds = time.perf_counter() - start
-    source = open_store(args.input, _first_group(args.input))
+    if args.task == "pansharpen":
+        inputs = [(args.input, info["pan_group"]), (args.input, info["ms_group"])]
+    else:
+        inputs = [(p, _first_group(p)) for p in (args.input, args.other, args.cloud_mask) if p is not None]
     out = out.chunk({"band": 1, "y": 512, "x": 512}) if "band" in out.dims else out
-    out.attrs = {"reader": "scorerecon.pipelines.reconstruct_remote", "reader_version": "1.0",
-                 "scorerecon_version": __version__, "task": args.task, "input_store": str(Path(args.input).resolve()),
-                 "source_files": attrs_json(source, "source_files") or [],
-                 "resolution": [abs(float(v)) for v in out["image"].rio.resolution()],
-                 "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": model.card["weights"]["sha256"],
-                 "checkpoint_name": model.card.get("name"), "reconstruction": info, "seconds": round(seconds, 3),
-                 "hardware": describe(args.device),
-                 "command": " ".join(["scorerecon", *sys.argv[1:]]) if sys.argv[0].endswith("scorerecon") else None}
+    out = finish_output(out, task=args.task, args=args, model=model, checkpoint=model.checkpoint_path, inputs=inputs,
+                        info=info, seconds=seconds, reader="scorerecon.pipelines.reconstruct_remote")
+    out.attrs["resolution"] = [abs(float(v)) for v in out["image"].rio.resolution()]
     write_store(out, args.output, overwrite=args.overwrite)
     if not args.quiet:
         print(f"wrote {args.output}: {args.task}, {out['image'].shape[0]} bands x {out['image'].shape[1]} x "

@@ -109,7 +109,7 @@ def test_reconstruct_ct_volume_with_tv_z(stores, tmp_path) -> None:
                "--views", "20", "--downsample", "4", "--nfe", "3", "--tv-z", "0.02", "--quiet"])
     assert rc == 0
     ds = open_store(out)
-    assert ds["image"].shape == (2, 64, 64) and list(ds["z"].values) == [50, 51]
+    assert ds["image"].shape == (2, 64, 64) and list(ds["source_slice"].values) == [50, 51]
     assert ds.attrs["reconstruction"]["volume_mode"].startswith("2d prior + TV-z")
     assert ds.attrs["reconstruction"]["geometry"]["n_angles"] == 20
 
@@ -119,7 +119,7 @@ def test_reconstruct_bad_inputs_give_one_line_and_no_output(stores, tmp_path, ca
     _need(BRAIN, HEAD)
     out = tmp_path / "out.zarr"
     args = {
-        "wrong_store_kind": ["--task", "mri", "--input", str(stores["brain"])],
+        "wrong_store_kind": ["--task", "ct", "--input", str(stores["twix"])],
         "missing_checkpoint": ["--task", "mri", "--input", str(stores["twix"]), "--checkpoint", str(tmp_path / "nope")],
         "bad_accel": ["--task", "mri", "--input", str(stores["twix"]), "--accel", "0.5"],
         "ct_without_geometry": ["--task", "ct", "--input", str(stores["ct"])],

@@ -4,6 +4,7 @@
 class, patient/study tags kept from ``attrs["dicom"]``); it calls into this module for the parts
 that tie the new series to the instances it was computed from:
 
+* :func:`select_slices` keeps the per-slice records of the slices a reconstruction kept;
 * :func:`source_references` maps every output slice to the source instance(s) it derives from
   (one to one when the slice count is unchanged, else the source slice nearest in patient
   space), from the per-slice SOPInstanceUID / SOPClassUID / ImagePositionPatient lists the DICOM
@@ -79,6 +80,27 @@ def source_references(source: dict[str, Any], positions_lps: Sequence[Sequence[f
         nearest = int(np.argmin(np.linalg.norm(src - np.asarray(position, dtype=np.float64), axis=1)))
         refs.append([pairs[nearest]])
     return refs
+
+
+#: ``attrs["dicom"]`` entries that are per-slice lists in ``z`` order (the DICOM reader's).
+PER_SLICE_TAGS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "ImagePositionPatient", "FrameIndex",
+                  "RescaleSlope", "RescaleIntercept")
+
+
+def select_slices(source: dict[str, Any], indices: Sequence[int], n_slices: int) -> dict[str, Any]:
+    """``attrs["dicom"]`` of a store restricted to its slices ``indices`` (of ``n_slices``).
+
+    A reconstruction of slices 50..57 of an ingested series keeps the series' study, patient and
+    frame-of-reference tags, and the per-slice lists (:data:`PER_SLICE_TAGS`) of exactly those
+    slices, so :func:`source_references` maps output slice ``k`` to the source instance it was
+    computed from. Lists of another length (constant tags, a malformed record) are kept whole.
+    """
+    out = dict(source)
+    for key in PER_SLICE_TAGS:
+        value = source.get(key)
+        if isinstance(value, list) and len(value) == n_slices:
+            out[key] = [value[int(i)] for i in indices]
+    return out
 
 
 def _equipment(purpose: tuple[str, str, str], description: str, when: datetime.datetime) -> Dataset:
