@@ -1,17 +1,18 @@
 """``scorerecon reconstruct``: score-based reconstruction of a store's measurements into a new store.
 
 MRI (``--task mri``) reads a k-space store (``kspace``, dims ``(coil, z, ky, kx)``, e.g. the
-ingested twix phantom). Fully sampled data are undersampled retrospectively along the
-phase-encode axis ``ky`` (``--mask random|equispaced|poisson --accel R``); ``--mask none`` takes
-the data as given (the sampling pattern is read off the non-zero k-space). Readout oversampling
-recorded by the reader is removed first (crop of the central FOV along ``kx``). Multi-coil data
-get ESPIRiT maps from the fully sampled centre (``--calib``); the image phase is estimated from
-the same ACS block and folded into the forward model so the magnitude prior sees a real image
-(``--complex-mode real``, default), or real and imaginary parts are reconstructed as two images
-(``--complex-mode channels``, score-MRI); see :mod:`scorerecon.pipelines.tasks.mri`. Intensities
-are mapped to the prior's range from the data (``--intensity auto``, the default for every
-prior whose card normalisation is not a fixed physical window) unless they are in its training
-units (``card``).
+ingested twix phantom), or an MR image store (``image``, ``(z, y, x)``), from which noise-free
+single-coil k-space is simulated (a real object: no phase). Fully sampled data are undersampled
+retrospectively along the phase-encode axis ``ky`` (``--mask random|equispaced|poisson --accel
+R``); ``--mask none`` takes the data as given (the sampling pattern is read off the non-zero
+k-space). Readout oversampling recorded by the reader is removed first (crop of the central FOV
+along ``kx``). Multi-coil data get ESPIRiT maps from the fully sampled centre (``--calib``); the
+image phase is estimated from the same ACS block and folded into the forward model so the
+magnitude prior sees a real image (``--complex-mode real``, default), or real and imaginary parts
+are reconstructed as two images (``--complex-mode channels``, score-MRI); see
+:mod:`scorerecon.pipelines.tasks.mri`. Intensities are mapped to the prior's range from the data
+(``--intensity auto``, the default for every prior whose card normalisation is not a fixed
+physical window) unless they are in its training units (``card``).
 
 CT (``--task ct``) reads either an image store (``image``, HU, ``(z, y, x)``), from which a
 noise-free sinogram is simulated (``--views N`` or ``--arc DEG``), or a sinogram store
@@ -25,9 +26,19 @@ posterior samples and stores their mean (``image``) and per-voxel std (``std``).
 Pan-sharpening and cloud removal (``--task pansharpen|cloud``) run conditional models over
 georeferenced scenes in tiles; they live in :mod:`scorerecon.pipelines.reconstruct_remote`.
 
+Image-store inputs of both tasks may be block-averaged (``--downsample F``) and centre-cropped
+(``--crop N``) first.
+
 The output store (written atomically) holds ``image`` ``(z, y, x)`` float32 -- magnitude for MRI,
-HU for CT -- and attrs recording the input store and its sources, the checkpoint and its sha256,
-solver and its settings, NFE, seed, mask or geometry, complex handling, timings and hardware.
+HU for CT -- on a grid that keeps the input's place in space: the RAS ``affine`` composed with the
+slice subset, block means and crops, coordinates in the input's frame, ``source_slice`` (the
+input's z index of each slice) and, for a DICOM-ingested input, the source DICOM record of the
+kept slices, so ``scorerecon export --format nifti|dicom`` writes it in place (DICOM: a derived
+series referencing its source instances). K-space and sinogram stores without an ``affine`` get
+the grid their field-of-view facts give (:func:`~scorerecon.modalities.io.grid.kspace_image_grid`).
+Attrs record the input stores and their source files' sha256, the prior and its sha256, the
+command and options, solver settings, NFE, seeds, mask or geometry, complex handling, software
+versions, timings and hardware (:func:`~scorerecon.pipelines.record.finish_output`).
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.options import DEVICE_HELP, device, float_range, int_range, output_path
 
 DEFAULT_CHECKPOINTS = {"mri": "checkpoints/brain_ddpm", "ct": "checkpoints/head_ct_ddpm"}
 
@@ -304,14 +316,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    help="score-based MRI / CT reconstruction of a store into a new store",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=("mri", "ct", "pansharpen", "cloud"), required=True)
-    parser.add_argument("--input", type=Path, required=True, help="k-space store (MRI) or image/sinogram store (CT)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output Zarr store")
+    parser.add_argument("--input", type=Path, required=True,
+                        help="k-space or image store (MRI), image or sinogram store (CT)")
+    parser.add_argument("-o", "--output", type=output_path, required=True, help="output Zarr store")
     parser.add_argument("--checkpoint", default=None, help="prior (default: checkpoints/brain_ddpm | head_ct_ddpm)")
     parser.add_argument("--solver", default="dds", help="dc | projection | dps | dds | prox (default dds)")
-    parser.add_argument("--nfe", type=int, default=None,
+    parser.add_argument("--nfe", type=int_range(1, 100_000), default=None,
                         help="network evaluations per sample (default 50; pansharpen 2, cloud 10)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samples", type=int, default=None,
+    parser.add_argument("--samples", type=int_range(1, 1000), default=None,
                         help="posterior samples; > 1 also writes a std map (default 1; pansharpen 5, cloud 8)")
     parser.add_argument("--slices", default=None, help="z indices (85,95 or 80:100[:step]); default all")
     parser.add_argument("--tv-z", type=float, default=0.0,
@@ -326,16 +339,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="auto: per-input normalisation; card: the prior's training units (default: the card's "
                           "rule, auto unless its normalisation is a fixed physical window)")
     mri.add_argument("--keep-oversampling", action="store_true", help="keep the readout oversampling")
-    ct = parser.add_argument_group("CT (image store input)")
-    ct.add_argument("--views", type=int, default=None, help="sparse view: views over [0, 180)")
-    ct.add_argument("--arc", type=float, default=None, help="limited angle: arc in degrees")
-    ct.add_argument("--crop", type=int, default=None, help="centre-crop slices to N x N")
-    ct.add_argument("--downsample", type=int, default=1, help="average F x F blocks first")
+    ct = parser.add_argument_group("CT; --crop / --downsample: any image store input")
+    ct.add_argument("--views", type=int_range(1, 100_000), default=None, help="sparse view: views over [0, 180)")
+    ct.add_argument("--arc", type=float_range(0, 360, lo_open=True), default=None, help="limited angle: arc in degrees")
+    ct.add_argument("--crop", type=int_range(1, 4096), default=None, help="centre-crop slices to N x N")
+    ct.add_argument("--downsample", type=int_range(1, 64), default=1, help="average F x F blocks first")
     from scorerecon.pipelines.reconstruct_remote import add_arguments
 
     add_arguments(parser)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
+    parser.add_argument("--threads", type=int_range(1, 1024), default=None)
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=_run)
