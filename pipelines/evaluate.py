@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.options import DEVICE_HELP, device, float_range, int_range, output_file
 
 DEFAULT_CHECKPOINTS = {"mri": "checkpoints/brain_ddpm", "ct": "checkpoints/head_ct_ddpm"}
 CONVENTIONS = {
@@ -199,6 +200,14 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
     bad = [s for s in solvers if s not in SOLVERS]
     if bad:
         raise InputError(None, f"unknown solver(s) {bad}; choose from {list(SOLVERS)}")
+    if baselines is not None:
+        from scorerecon.pipelines.tasks.ct import CT_BASELINES
+        from scorerecon.pipelines.tasks.mri import MRI_BASELINES
+
+        known = MRI_BASELINES if task == "mri" else CT_BASELINES
+        unknown = [b for b in baselines if b not in known]
+        if unknown:
+            raise InputError(None, f"unknown {task} baseline(s) {unknown}; choose from {list(known)}")
     nfe = 50 if nfe is None else int(nfe)
     if nfe < 1:
         raise InputError(None, f"--nfe must be >= 1, got {nfe}")
@@ -452,19 +461,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="MRI acceleration R (default 4)")
     parser.add_argument("--mask", default=None,
                         help="MRI: random | equispaced | poisson; inpaint: box | random | strokes; cloud: a mask file")
-    parser.add_argument("--coils", type=int, default=1,
+    parser.add_argument("--coils", type=int_range(1, 64), default=1,
                         help="MRI: simulate this many receive coils (birdcage maps + smooth phase; default 1)")
     parser.add_argument("--coil-maps", default="true",
                         help="MRI multi-coil: true (the simulation's maps) | espirit (from the ACS block)")
-    parser.add_argument("--views", type=int, default=None, help="CT sparse view: number of views over [0, 180)")
-    parser.add_argument("--arc", type=float, default=None, help="CT limited angle: arc in degrees (1 view/degree)")
-    parser.add_argument("--nfe", type=int, default=None, help="network evaluations per diffusion solver "
-                                                              "(default: 50 medical, the task's default otherwise)")
+    parser.add_argument("--views", type=int_range(1, 100_000), default=None,
+                        help="CT sparse view: number of views over [0, 180)")
+    parser.add_argument("--arc", type=float_range(0, 360, lo_open=True), default=None,
+                        help="CT limited angle: arc in degrees (1 view/degree)")
+    parser.add_argument("--nfe", type=int_range(1, 100_000), default=None,
+                        help="network evaluations per diffusion solver (default: 50 medical, the task's default "
+                        "otherwise)")
     parser.add_argument("--seed", type=int, default=0, help="mask, degradation and sampler seed")
     parser.add_argument("--solvers", default=None, help="comma list of diffusion solvers (default: all of the task's)")
     parser.add_argument("--baselines", default=None, help="comma list of classical baselines (default: all)")
-    parser.add_argument("--crop", type=int, default=None, help="centre-crop to N x N (after --downsample)")
-    parser.add_argument("--downsample", type=int, default=1, help="MRI/CT: average F x F pixel blocks first")
+    parser.add_argument("--crop", type=int_range(1, 4096), default=None,
+                        help="centre-crop to N x N (after --downsample)")
+    parser.add_argument("--downsample", type=int_range(1, 64), default=1,
+                        help="MRI/CT: average F x F pixel blocks first")
     # natural images
     parser.add_argument("--scale", type=int, default=4, help="sr: downsampling factor (2 or 4)")
     parser.add_argument("--sigma", type=float, default=25.0, help="denoise: noise sigma on the 0..255 scale")
@@ -475,11 +489,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ratio", type=int, default=None, help="pansharpen: PAN/MS resolution ratio")
     parser.add_argument("--clear", type=Path, default=None, help="cloud: clear reference (GeoTIFF/JP2 or .npy)")
     parser.add_argument("--cloudy", type=Path, default=None, help="cloud: cloudy input (GeoTIFF/JP2 or .npy)")
-    parser.add_argument("--samples", type=int, default=None,
+    parser.add_argument("--samples", type=int_range(1, 1000), default=None,
                         help="posterior samples averaged (mri, ct: each solver's output is the mean of N samples, "
                         "N x NFE; pansharpen, cloud: also their std; natural tasks)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--json", type=Path, default=None, help="write the result JSON here (atomically)")
+    parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
+    parser.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=output_file(), default=None, help="write the result JSON here (atomically)")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=_run)

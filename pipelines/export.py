@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from scorerecon.modalities.io.export import FORMATS, export_store
+from scorerecon.pipelines.options import Window, output_path
 
 _EPILOG = """\
 formats:
@@ -43,9 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("store", type=Path, help="input store (STORE.zarr)")
     parser.add_argument("--format", "-f", required=True, choices=FORMATS, help="output format")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output file (nifti, geotiff) or folder")
+    parser.add_argument("-o", "--output", type=output_path, required=True,
+                        help="output file (nifti, geotiff) or folder")
     parser.add_argument("--group", help="store group to export (default: the only one; png: all)")
-    parser.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"),
+    parser.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), action=Window,
                         help="png: value window mapped onto 0..2**bits-1 for float data")
     parser.add_argument("--bits", type=int, choices=(8, 16), default=16, help="png: bit depth of scaled data")
     parser.add_argument("--deidentify", action="store_true",

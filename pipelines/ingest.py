@@ -17,6 +17,7 @@ import xarray as xr
 from scorerecon.modalities.io.outputs import check_output
 from scorerecon.modalities.io.store import COMPRESSIONS, write_store
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.options import output_path
 
 READERS = {
     "dicom": "scorerecon.modalities.io.dicom",
@@ -135,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read sources (never modified) into a chunked Zarr v3 store with geometry and "
         "provenance (sha256 of every source) in its attrs.")
     parser.add_argument("sources", nargs="+", type=Path, help="files or a DICOM folder")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output store (STORE.zarr)")
+    parser.add_argument("-o", "--output", type=output_path, required=True, help="output store (STORE.zarr)")
     parser.add_argument("--reader", choices=sorted(READERS), help="force a reader instead of detecting one")
     parser.add_argument("--series", help="DICOM SeriesInstanceUID to take when the sources hold several")
     parser.add_argument("--item", help="STAC item id to take from a catalog (default: all items, stacked)")

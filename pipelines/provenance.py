@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from scorerecon.modalities.io.rocrate import build_crate, crate_to_prov, find_crate, verify
+from scorerecon.pipelines.options import output_file
 
 
 def _crate(args: argparse.Namespace) -> int:
@@ -66,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     prov = sub.add_parser("prov", help="PROV-JSON of a run's crate")
     prov.add_argument("run_dir", type=Path, help="the run folder (or any file in it)")
-    prov.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    prov.add_argument("-o", "--output", type=output_file(), help="write here instead of stdout")
     prov.set_defaults(func=_prov)
 
     check = sub.add_parser("verify", help="recompute hashes from OUTPUT back to its sources")

@@ -49,6 +49,7 @@ from matplotlib.figure import Figure
 
 from scorerecon import __version__
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.options import output_file
 
 PREVIEW_MAX_PIXELS = 1024  # longest side of a preview, in samples (larger rasters are strided)
 SLURM_ENV = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_JOB_PARTITION", "SLURM_JOB_NODELIST", "SLURM_CPUS_PER_TASK",
@@ -432,9 +433,9 @@ def describe_hardware() -> dict[str, Any]:
     import torch
 
     from scorerecon.pipelines import hardware
+    from scorerecon.pipelines.device import resolve_device
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    info = hardware.describe(device)
+    info = hardware.describe(str(resolve_device("auto")))
     info.update({
         "host": socket.gethostname(),
         "python": platform.python_version(),
@@ -554,7 +555,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "previews with geometry and provenance, sample grids, evaluation tables and per-rule timings. "
         "With --hardware, instead write a JSON description of this machine (CPU, GPU, SLURM allocation).")
     parser.add_argument("--outdir", type=Path, help="the run's output directory (e.g. results/demo)")
-    parser.add_argument("-o", "--output", type=Path, required=True,
+    parser.add_argument("-o", "--output", type=output_file(), required=True,
                         help="the HTML file to write (the JSON file with --hardware)")
     parser.add_argument("--title", help="page title (default: 'scorerecon report: OUTDIR')")
     parser.add_argument("--only", type=Path, nargs="*", default=None,

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.options import DEVICE_HELP, device, int_range, output_file
 
 
 def to_grid(samples: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0), pad: int = 2,
@@ -54,6 +55,21 @@ def to_grid(samples: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0),
     return grid[..., 0] if grid.shape[-1] == 1 else grid
 
 
+def _checked_size(size: list[int], network: dict, checkpoint: Path) -> list[int]:
+    """``--size``: one value per spatial dim of the prior (one value: all dims), each a size the UNet
+    accepts (a multiple of 2 ** (levels - 1): it halves the image between levels)."""
+    dims = int(network.get("spatial_dims", 2))
+    size = list(size) * dims if len(size) == 1 else list(size)
+    if len(size) != dims:
+        raise InputError(checkpoint, f"--size needs {dims} values for this {dims}-D prior (or one for all), "
+                                     f"got {len(size)}")
+    factor = 2 ** (len(network.get("channels", [0])) - 1) if network.get("kind", "unet") == "unet" else 1
+    if any(s % factor for s in size):
+        raise InputError(checkpoint, f"--size {' '.join(map(str, size))}: each size must be a multiple of {factor} "
+                                     f"(the network halves the image {factor.bit_length() - 1} times)")
+    return size
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
@@ -68,11 +84,11 @@ def _run(args: argparse.Namespace) -> int:
         from scorerecon.models.samplers import sample
     except ModuleNotFoundError as exc:
         raise InputError(None, f"sampler module not available ({exc})") from None
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device)  # resolved by the option type (one device policy)
     model = load_score_model(args.checkpoint, device=device)
     card = model.card
     data = card.get("data", {})
-    size = args.size or data.get("patch_size")
+    size = _checked_size(args.size, card["network"], args.checkpoint) if args.size else data.get("patch_size")
     if not size:
         raise InputError(args.checkpoint, "model card has no data.patch_size; pass --size")
     channels = card["network"].get("data_channels", card["network"].get("dim", 1))
@@ -109,13 +125,15 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("sample", help="draw samples from a trained prior into a PNG grid + .npy")
     parser.add_argument("checkpoint", type=Path, help="checkpoint directory (model.safetensors + model_card.json)")
-    parser.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
-    parser.add_argument("--nfe", type=int, default=None,
+    parser.add_argument("--n", type=int_range(1, 4096), default=16, help="number of samples (default 16)")
+    parser.add_argument("--nfe", type=int_range(1, 100_000), default=None,
                         help="network evaluations per sample (default: the card's sampling.nfe, else 100)")
     parser.add_argument("--sampler", default=None, help="sampler name (default: the card's, else pc)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, nargs="+", default=None, help="spatial size (default: training patch)")
-    parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="PNG path; .npy/.json written beside it")
+    parser.add_argument("--size", type=int_range(1, 8192), nargs="+", default=None,
+                        help="spatial size, one value per spatial dim or one for all (default: training patch)")
+    parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
+    parser.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch CPU threads")
+    parser.add_argument("-o", "--output", type=output_file(".png"), required=True,
+                        help="PNG path; .npy/.json written beside it")
     parser.set_defaults(func=_run)

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.options import DEVICE_HELP, device
 
 
 def load_config(path: Path) -> dict:
@@ -127,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(card: stopped=time_budget; run again to continue)")
     parser.add_argument("--batch-size", metavar="B", default=None,
                         help="override training.batch_size (e.g. 128 on a GPU)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", metavar="N", default=None,
                         help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--restart", action="store_true", help="ignore an existing training state and start over")
