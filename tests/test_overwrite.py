@@ -192,7 +192,9 @@ def test_stale_staging_of_a_dead_writer_is_removed(tmp_path, nifti, capsys):
     alive.mkdir()
     unrelated = tmp_path / ".other.zarr.partial-999999999-deadbeef"
     unrelated.mkdir()
+    no_pid = tmp_path / ".vol.zarr.partial-abcdef12"  # not a name with a PID (another writer's): kept
+    no_pid.mkdir()
     assert run(capsys, "ingest", nifti, "-o", out, "-q")[0] == 0
     assert not dead.exists() and not dead_export.exists()
-    assert alive.is_dir() and unrelated.is_dir()
+    assert alive.is_dir() and unrelated.is_dir() and no_pid.is_dir()
     assert remove_stale_staging(tmp_path / "other.zarr") == [unrelated]

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Literal
 
 from scorerecon import __version__
-from scorerecon.pipelines.errors import InputError
+from scorerecon.errors import InputError
 
 #: The file scorerecon writes last into every directory output; ``--overwrite`` requires it ...
 MARKER = ".scorerecon-output.json"
@@ -188,7 +188,7 @@ def _staging_pid(name: str, target_name: str) -> int | None:
     else:
         return None
     pid = tag.split("-", 1)[0]
-    return int(pid) if pid.isdigit() else -1
+    return int(pid) if pid.isdigit() else None  # not a name this module made: leave it alone
 
 
 def remove_stale_staging(target: Path) -> list[Path]:
@@ -199,7 +199,7 @@ def remove_stale_staging(target: Path) -> list[Path]:
         return removed
     for entry in parent.iterdir():
         pid = _staging_pid(entry.name, target.name)
-        if pid is None or (pid > 0 and _pid_alive(pid)):
+        if pid is None or pid == os.getpid() or _pid_alive(pid):
             continue
         remove_path(entry)
         removed.append(entry)

@@ -18,7 +18,6 @@ Conventions (see ``shared/docs/DESIGN.md`` section 2):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,8 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from scorerecon import __version__
+from scorerecon.errors import InputError
+from scorerecon.hashing import describe_sources, sha256_file  # noqa: F401  (re-exported)
 from scorerecon.modalities.io.digests import StreamedDigest
 from scorerecon.modalities.io.outputs import (
     check_output,
@@ -41,7 +42,6 @@ from scorerecon.modalities.io.outputs import (
     staging_path,
     write_marker,
 )
-from scorerecon.pipelines.errors import InputError
 
 COMPLETE_MARKER = "scorerecon_complete"
 
@@ -57,32 +57,6 @@ PENDING_DIGEST = "pending"
 warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
 
 ROOT = "/"
-
-
-def sha256_file(path: str | os.PathLike, block: int = 8 << 20) -> str:
-    """Hex sha256 of a file, read in blocks (bounded memory for any size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def describe_sources(paths: Iterable[str | os.PathLike],
-                     digests: Mapping[Path, StreamedDigest] | None = None) -> list[dict[str, Any]]:
-    """Provenance records (absolute path, sha256, size) for the files a store was made from.
-
-    A path with an entry in ``digests`` (keyed by resolved path) records that streamed digest,
-    which the reader's chunk reads fill; any other file is hashed here, now.
-    """
-    digests = digests or {}
-    records = []
-    for path in paths:
-        path = Path(path).resolve()
-        digest = digests.get(path)
-        records.append({"path": str(path), "sha256": digest if digest is not None else sha256_file(path),
-                        "bytes": path.stat().st_size})
-    return records
 
 
 def provenance_attrs(reader: str, reader_version: str, sources: Iterable[str | os.PathLike],
@@ -154,7 +128,8 @@ def _compressors(compression: str) -> list[Any]:
 
 
 def _encoding_for(ds: xr.Dataset, compression: str = "lz4") -> dict[str, dict[str, Any]]:
-    """One zarr chunk per dask chunk (writes stream chunk by chunk), compressed per ``compression``.
+    """One zarr chunk per dask chunk (writes stream chunk by chunk), compressed per ``compression``;
+    coordinates are checksummed too.
 
     LZ4 rather than zarr's default Zstd because ingest must keep pace with a raw read of the
     source (benchmarks/ingest.py); shuffle recovers most of Zstd's ratio on medical integers.
@@ -165,6 +140,10 @@ def _encoding_for(ds: xr.Dataset, compression: str = "lz4") -> dict[str, dict[st
         if var.chunks is not None:
             entry["chunks"] = tuple(c[0] for c in var.chunks)
         encoding[str(name)] = entry
+    for name in ds.coords:
+        # coordinates (mm positions, band names, ...) get the same per-chunk CRC32C: a flipped byte in
+        # one would otherwise move the data in space silently
+        encoding[str(name)] = {"compressors": _compressors(compression)}
     return encoding
 
 
