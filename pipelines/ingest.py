@@ -125,7 +125,8 @@ def ingest(paths: list[Path], output: Path, reader: str | None = None, overwrite
 
 def _run(args: argparse.Namespace) -> int:
     out = ingest(args.sources, args.output, reader=args.reader, overwrite=args.overwrite,
-                 progress=not args.quiet, compression=args.compression, series=args.series, item=args.item)
+                 progress=not args.quiet, compression=args.compression, series=args.series, item=args.item,
+                 stack=args.stack, acquisition=args.acquisition)
     print(f"wrote {out}")
     return 0
 
@@ -140,6 +141,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reader", choices=sorted(READERS), help="force a reader instead of detecting one")
     parser.add_argument("--series", help="DICOM SeriesInstanceUID to take when the sources hold several")
     parser.add_argument("--item", help="STAC item id to take from a catalog (default: all items, stacked)")
+    parser.add_argument("--stack", help="DICOM StackID to take from an enhanced multi-frame file (default: every "
+                        "stack/acquisition, one store group each)")
+    parser.add_argument("--acquisition", type=int, help="DICOM FrameAcquisitionNumber (multi-frame) or "
+                        "AcquisitionNumber (single-frame files) to take")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output store")
     parser.add_argument("--compression", choices=COMPRESSIONS, default="lz4",
                         help="chunk compressor: lz4 (default; fast, 1.2-2x smaller), zstd (smaller, ~3x "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -327,3 +328,184 @@ def test_native_pixel_fast_path_matches_pydicom_on_real_files() -> None:
         np.testing.assert_array_equal(fast, pydicom.dcmread(path).pixel_array.astype(stored))
         checked += 1
     assert checked >= 2
+
+
+# ------------------------------------------------------------------ enhanced MR: stacks x acquisitions
+COLIN27 = Path(__file__).parents[1] / "data" / "demo" / "colin27_t1.nii.gz"
+#: (StackID, FrameAcquisitionNumber, contrast) of the multi-stack file: three axial acquisitions
+#: (T2-like, T1, T1 post-contrast-like) and one coronal (post-contrast), three frames each.
+MULTISTACK = (("1", 1, "t2"), ("1", 2, "t1"), ("1", 3, "t1c"), ("2", 4, "t1c"))
+
+
+def _contrast(vol: np.ndarray, kind: str) -> np.ndarray:
+    """Three contrasts from one real T1 volume (uint8): T1 as is, an inverted 'T2', a brightened 'T1c'."""
+    vol = vol.astype(np.int32)
+    return {"t1": vol, "t2": 255 - vol, "t1c": np.minimum(vol + 40, 300)}[kind].astype(np.uint16)
+
+
+def write_multistack_mr(path: Path, bad_frame: int | None = None, seed: int = 0) -> dict:
+    """An Enhanced MR file of 12 frames = 2 stacks x 4 acquisitions in one series, from the real Colin27 T1.
+
+    Stack 1 is axial (3 slices, 4 mm apart) acquired three times (StackID 1, FrameAcquisitionNumber
+    1-3); stack 2 is coronal (3 slices, 4 mm apart, FrameAcquisitionNumber 4). Frames are stored in
+    shuffled order, each with its own PlanePosition/PlaneOrientation, and a DimensionIndexSequence
+    (StackID, InStackPositionNumber, FrameAcquisitionNumber) as scanners write it. ``bad_frame``
+    (0-based) gets an orientation tilted by ~0.6 degrees. Returns the volume, its RAS affine and the
+    frame order.
+    """
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.uid import EnhancedMRImageStorage
+
+    if not COLIN27.exists():
+        pytest.skip(f"demo data not available: {COLIN27}")
+    img = nib.load(COLIN27)
+    vol, ras = np.asarray(img.dataobj), img.affine
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras
+    unit = [lps[:3, a] / np.linalg.norm(lps[:3, a]) for a in range(3)]
+    i0, j0, k0, n = 58, 80, 60, 48
+    frames = []  # (stack, acquisition, position in stack, pixels, orientation, position)
+    for stack, acq, kind in MULTISTACK:
+        con = _contrast(vol, kind)
+        for pos in range(3):
+            if stack == "1":  # axial: rows along j, columns along i
+                k = k0 + 4 * pos
+                pixels, orient, ipp = con[i0:i0 + n, j0:j0 + n, k].T, (*unit[0], *unit[1]), lps @ [i0, j0, k, 1]
+            else:  # coronal: rows along k, columns along i
+                j = j0 + 10 + 4 * pos
+                pixels, orient, ipp = con[i0:i0 + n, j, k0:k0 + n].T, (*unit[0], *unit[2]), lps @ [i0, j, k0, 1]
+            frames.append((stack, acq, pos + 1, np.ascontiguousarray(pixels), np.array(orient), ipp[:3]))
+    order = list(range(len(frames)))
+    random.Random(seed).shuffle(order)
+    frames = [frames[f] for f in order]
+
+    ds = _base_dataset(n, n, generate_uid(), generate_uid(), EnhancedMRImageStorage)
+    ds.Modality, ds.SeriesDescription, ds.ImageType = "MR", "brain T2 T1 T1+C ax, T1+C cor", ["ORIGINAL", "PRIMARY"]
+    ds.BitsStored, ds.HighBit, ds.NumberOfFrames = 16, 15, len(frames)
+    del ds.WindowCenter, ds.WindowWidth
+    organisation = generate_uid()
+    ds.DimensionOrganizationSequence = [Dataset()]
+    ds.DimensionOrganizationSequence[0].DimensionOrganizationUID = organisation
+    ds.DimensionIndexSequence = []
+    for keyword, label in (("StackID", "Stack ID"), ("InStackPositionNumber", "In-Stack Position Number"),
+                           ("FrameAcquisitionNumber", "Frame Acquisition Number")):
+        item = Dataset()
+        item.DimensionOrganizationUID = organisation
+        item.DimensionIndexPointer = tag_for_keyword(keyword)
+        item.FunctionalGroupPointer = tag_for_keyword("FrameContentSequence")
+        item.DimensionDescriptionLabel = label
+        ds.DimensionIndexSequence.append(item)
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [Dataset()]
+    shared.PixelMeasuresSequence[0].PixelSpacing = [1.0, 1.0]
+    shared.PixelMeasuresSequence[0].SliceThickness = 1.0
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame = []
+    for f, (stack, acq, pos, _, orient, ipp) in enumerate(frames):
+        item = Dataset()
+        content = Dataset()
+        content.StackID, content.InStackPositionNumber, content.FrameAcquisitionNumber = stack, pos, acq
+        content.DimensionIndexValues = [int(stack), pos, acq]
+        item.FrameContentSequence = [content]
+        if f == bad_frame:
+            orient = orient + np.array([0, 0.01, 0, 0, 0, 0])
+        item.PlaneOrientationSequence = [Dataset()]
+        item.PlaneOrientationSequence[0].ImageOrientationPatient = [f"{v:.6f}" for v in orient]
+        item.PlanePositionSequence = [Dataset()]
+        item.PlanePositionSequence[0].ImagePositionPatient = [f"{v:.6f}" for v in ipp]
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.PixelData = np.stack([f[3] for f in frames]).astype("<u2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return {"vol": vol, "ras": ras, "frames": frames}
+
+
+def _check_against_volume(out: Any, written: dict, kind: str) -> None:
+    """Every voxel of a read volume, mapped through its affine, lands on the source voxel with the same value."""
+    image = out["image"].values
+    nz, ny, nx = image.shape
+    z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    world = np.asarray(out.attrs["affine"]) @ np.stack([x.ravel(), y.ravel(), z.ravel(), np.ones(x.size)])
+    ijk = np.linalg.solve(written["ras"], world)[:3]
+    np.testing.assert_allclose(ijk, np.round(ijk), atol=1e-4)
+    i, j, k = np.round(ijk).astype(int)
+    np.testing.assert_array_equal(image.ravel(), _contrast(written["vol"], kind)[i, j, k])
+
+
+def test_enhanced_mr_two_stacks_four_acquisitions_ingest_as_four_volumes(tmp_path: Path) -> None:
+    from scorerecon.modalities.io.store import store_groups
+
+    src = tmp_path / "enhanced_mr.dcm"
+    written = write_multistack_mr(src)
+    groups = dicom.read([src])
+    assert list(groups) == ["stack1_acq1", "stack1_acq2", "stack1_acq3", "stack2_acq4"]
+    for (stack, acq, kind), (name, ds) in zip(MULTISTACK, groups.items(), strict=True):
+        assert ds["image"].shape == (3, 48, 48), name
+        assert ds.attrs["frame_group"] == {"StackID": stack, "FrameAcquisitionNumber": str(acq), "frames": 3}
+        assert ds.attrs["orientation"] == ("RAS" if stack == "1" else "RSP"), name
+        assert ds.attrs["spacing"] == pytest.approx([1.0, 1.0, 4.0])
+        _check_against_volume(ds, written, kind)
+    # through the CLI: one store, one group per volume, the source hashed once for all
+    assert main(["ingest", str(src), "-o", str(tmp_path / "all.zarr"), "-q"]) == 0
+    assert store_groups(tmp_path / "all.zarr") == list(groups)
+    coronal = open_store(tmp_path / "all.zarr", "stack2_acq4")
+    np.testing.assert_array_equal(coronal["image"].values, groups["stack2_acq4"]["image"].values)
+    assert coronal.attrs["source_files"][0]["sha256"] == open_store(tmp_path / "all.zarr", "stack1_acq1").attrs[
+        "source_files"][0]["sha256"]
+
+
+def test_enhanced_mr_stack_and_acquisition_options_pick_one_volume(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "enhanced_mr.dcm"
+    written = write_multistack_mr(src, seed=3)
+    assert main(["ingest", str(src), "-o", str(tmp_path / "cor.zarr"), "--stack", "2", "-q"]) == 0
+    _check_against_volume(open_store(tmp_path / "cor.zarr"), written, "t1c")
+    assert main(["ingest", str(src), "-o", str(tmp_path / "t2.zarr"), "--stack", "1", "--acquisition", "1",
+                 "-q"]) == 0
+    t2 = open_store(tmp_path / "t2.zarr")
+    assert t2.attrs["frame_group"]["FrameAcquisitionNumber"] == "1"
+    _check_against_volume(t2, written, "t2")
+    two = dicom.read([src], stack="1", acquisition=None)
+    assert list(two) == ["acq1", "acq2", "acq3"]
+    capsys.readouterr()
+    assert main(["ingest", str(src), "-o", str(tmp_path / "none.zarr"), "--acquisition", "7", "-q"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "FrameAcquisitionNumber 7" in err[0] and "(2, 4)" in err[0]
+    assert not (tmp_path / "none.zarr").exists()
+
+
+def test_enhanced_mr_error_names_the_frame(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "enhanced_mr.dcm"
+    written = write_multistack_mr(src, bad_frame=5)
+    stack, acq = written["frames"][5][:2]
+    first = min(f for f, frame in enumerate(written["frames"]) if frame[:2] == (stack, acq))
+    assert first != 5
+    with pytest.raises(InputError) as err:
+        dicom.read([src], stack=stack, acquisition=acq)
+    message = str(err.value)
+    assert message.count(src.name) == 1, message  # the file once, then its frames (1-based)
+    assert message.startswith(f"{src}: frame 6: inconsistent ImageOrientationPatient")
+    assert message.endswith(f"in frame {first + 1}")
+    capsys.readouterr()
+    assert main(["ingest", str(src), "-o", str(tmp_path / "bad.zarr"), "-q"]) != 0  # every volume is checked
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and "frame 6" in err_lines[0] and "Traceback" not in err_lines[0]
+    assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_acquisition_option_on_single_frame_series_and_stack_refused(tmp_path: Path) -> None:
+    hu = head_ct_slices(6)
+    a = write_series(tmp_path / "two", hu[:3], prefix="a")
+    write_series(tmp_path / "two", hu[3:], prefix="b", series_uid=a["series_uid"])  # same positions, same series
+    for path in (tmp_path / "two").glob("b*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.AcquisitionNumber = 2
+        ds.save_as(path)
+    for path in (tmp_path / "two").glob("a*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.AcquisitionNumber = 1
+        ds.save_as(path)
+    with pytest.raises(InputError, match="pick one with --acquisition"):
+        dicom.read([tmp_path / "two"])
+    np.testing.assert_array_equal(dicom.read([tmp_path / "two"], acquisition=2)["/"]["image"].values, hu[3:])
+    with pytest.raises(InputError, match="--stack"):
+        dicom.read([tmp_path / "two"], stack="1", acquisition=1)

@@ -1,7 +1,8 @@
 """DICOM reader: a folder, a list of files or one multi-frame (enhanced) file -> lazy xarray.
 
 What it returns
-    ``read(paths, series=None)`` returns ``{"/": ds}`` where ``ds["image"]`` has dims
+    ``read(paths, series=None)`` returns ``{"/": ds}`` (several groups for a multi-volume
+    multi-frame file, below) where ``ds["image"]`` has dims
     ``("z", "y", "x")`` and dask chunks that are slabs of whole slices of at most ~8 MiB (the NIfTI
     reader's convention), so a store written from it streams slab by slab. Nothing but headers is
     read up front; every slice is decoded only when dask computes its slab: uncompressed
@@ -34,6 +35,20 @@ Pixel values
     stored otherwise: MONOCHROME1 is not inverted and PixelPaddingValue is not masked (both facts
     are in ``attrs["dicom"]`` for a task that needs them).
 
+Multi-frame files holding several volumes
+    An enhanced multi-frame file may hold several stacks and acquisitions in one series (e.g.
+    T2, T1 and post-contrast T1 axial plus a post-contrast coronal stack, each its own geometry).
+    Its DimensionIndexSequence says how: every dimension other than the in-stack position
+    (InStackPositionNumber / ImagePositionPatient) -- StackID, FrameAcquisitionNumber,
+    TemporalPositionIndex, an echo -- separates volumes. Each volume is checked and sorted on its
+    own and becomes one group named by its varying values (``stack1_acq2``; ``attrs["frame_group"]``
+    records them); one volume is the root group ``"/"``. ``stack=`` / ``acquisition=`` (``ingest
+    --stack/--acquisition``) keep the frames with that StackID / FrameAcquisitionNumber; on
+    single-frame files ``acquisition=`` selects an AcquisitionNumber. The split is written here:
+    nibabel's ``MultiframeWrapper`` keeps one StackID and stacks the other dimensions as a 4th
+    axis of one geometry, and highdicom's volume API would be a second pixel path for one rule.
+    Messages about a frame name it after the file: ``FILE: frame 6: ... in frame 1`` (1-based).
+
 Validation (each an :class:`InputError` naming the file, one line)
     not a DICOM file, truncated file, several series without ``series=``, unknown ``series=``,
     missing pixel data, inconsistent Rows/Columns, PixelSpacing or ImageOrientationPatient,
@@ -51,6 +66,7 @@ Identifiers
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import warnings
@@ -70,11 +86,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.digests import StreamedDigest
 from scorerecon.modalities.io.store import provenance_attrs
-from scorerecon.pipelines.errors import InputError
 
 READER = "scorerecon.modalities.io.dicom"
+ROOT = "/"
 READER_VERSION = f"1.0 (pydicom {pydicom.__version__})"
 
 #: Header tags copied into ``attrs["dicom"]`` from the first file (patient, study, series,
@@ -124,6 +141,17 @@ class _Slice:
     sop_class_uid: str | None
     instance_number: int | None
     pixel_offset: int | None = None  # byte offset of raw native pixel data (single-frame LE files)
+    acquisition_number: int | None = None  # AcquisitionNumber (single-frame files) or FrameAcquisitionNumber
+
+    @property
+    def name(self) -> str:
+        """How messages name this image: its file's name, or ``frame N`` (1-based) of a multi-frame file."""
+        return self.path.name if self.frame is None else f"frame {self.frame + 1}"
+
+    @property
+    def where(self) -> str:
+        """Prefix of a message about this image: empty for a single-frame file (the path says it all)."""
+        return "" if self.frame is None else f"frame {self.frame + 1}: "
 
 
 @dataclass
@@ -315,6 +343,8 @@ def _make_slice(path: Path, ds: Dataset, frame: int | None) -> _Slice:
     slope = value("PixelValueTransformationSequence", "RescaleSlope")
     intercept = value("PixelValueTransformationSequence", "RescaleIntercept")
     number = ds.get("InstanceNumber")
+    acquisition = value("FrameContentSequence", "FrameAcquisitionNumber") if frame is not None \
+        else ds.get("AcquisitionNumber")
     return _Slice(
         path=path, frame=frame, rows=int(ds.Rows), cols=int(ds.Columns),
         orientation=_floats(value("PlaneOrientationSequence", "ImageOrientationPatient"), 6),
@@ -327,6 +357,7 @@ def _make_slice(path: Path, ds: Dataset, frame: int | None) -> _Slice:
         sop_class_uid=str(ds.SOPClassUID) if "SOPClassUID" in ds else None,
         instance_number=int(number) if number not in (None, "") else None,
         pixel_offset=_native_pixel_offset(ds) if frame is None else None,
+        acquisition_number=int(acquisition) if acquisition not in (None, "") else None,
     )
 
 
@@ -375,7 +406,7 @@ def _require_same(slices: list[_Slice], attr: str, label: str, close: bool = Fal
             ref is not None and value is not None and (
                 np.allclose(value, ref, atol=1e-4) if close else value == ref))
         if not same:
-            raise InputError(s.path, f"inconsistent {label}: {value} here vs {ref} in {slices[0].path.name}")
+            raise InputError(s.path, f"{s.where}inconsistent {label}: {value} here vs {ref} in {slices[0].name}")
 
 
 def _order_and_geometry(slices: list[_Slice], multiframe: bool, fallback_step: float | None = None,
@@ -392,7 +423,8 @@ def _order_and_geometry(slices: list[_Slice], multiframe: bool, fallback_step: f
     if orientation is None or not have_positions:
         if len(slices) > 1 and not multiframe:
             missing = next(s for s in slices if s.position is None or s.orientation is None)
-            raise InputError(missing.path, "no ImagePositionPatient/ImageOrientationPatient: cannot order the slices")
+            raise InputError(missing.path, f"{missing.where}no ImagePositionPatient/ImageOrientationPatient: "
+                                           "cannot order the slices")
         note = "no patient geometry in the file: identity orientation, origin 0 and file order assumed"
         orientation = np.array([1.0, 0, 0, 0, 1.0, 0])
         step = fallback_step or slices[0].thickness or 1.0
@@ -401,8 +433,8 @@ def _order_and_geometry(slices: list[_Slice], multiframe: bool, fallback_step: f
     row_dir, col_dir = orientation[:3], orientation[3:]
     normal = np.cross(row_dir, col_dir)
     if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
-        raise InputError(slices[0].path,
-                         f"ImageOrientationPatient {orientation.tolist()} is not two orthonormal vectors")
+        raise InputError(slices[0].path, f"{slices[0].where}ImageOrientationPatient {orientation.tolist()} is not "
+                                          "two orthonormal vectors")
     depth = np.array([float(np.dot(s.position, normal)) for s in slices])
     order = np.argsort(depth, kind="stable")
     slices = [slices[i] for i in order]
@@ -411,27 +443,32 @@ def _order_and_geometry(slices: list[_Slice], multiframe: bool, fallback_step: f
         diffs = np.diff(depth)
         dup = int(np.argmin(diffs))
         if diffs[dup] < 1e-3:
-            raise InputError(slices[dup + 1].path, f"two slices at the same position ({depth[dup]:.4g} mm along the "
-                                                   f"normal, also {slices[dup].path.name}): several acquisitions "
-                                                   "or echoes mixed in one series?")
+            twice = slices[dup + 1]
+            hint = ("pick one with --acquisition" if twice.frame is None and len(
+                {s.acquisition_number for s in slices}) > 1 else "several acquisitions or echoes mixed in one series?")
+            raise InputError(twice.path, f"{twice.where}two slices at the same position ({depth[dup]:.4g} mm along "
+                                         f"the normal, also {slices[dup].name}): {hint}")
         median = float(np.median(diffs))
         gap = int(np.argmax(diffs))
         if diffs[gap] > 1.5 * median:
             raise InputError(slices[gap + 1].path,
-                             f"missing slice: gap of {diffs[gap]:.4g} mm between {depth[gap]:.4g} and "
+                             f"{slices[gap + 1].where}missing slice: gap of {diffs[gap]:.4g} mm between "
+                             f"{depth[gap]:.4g} and "
                              f"{depth[gap + 1]:.4g} mm along the normal is more than 1.5x the median "
                              f"spacing {median:.4g} mm")
         worst = int(np.argmax(np.abs(diffs - median)))
         if abs(diffs[worst] - median) > max(0.01, 0.01 * median):
             raise InputError(slices[worst + 1].path,
-                             f"inconsistent slice spacing: {diffs[worst]:.4g} mm before this slice vs median "
+                             f"{slices[worst + 1].where}inconsistent slice spacing: {diffs[worst]:.4g} mm before "
+                             "this slice vs median "
                              f"{median:.4g} mm (range {diffs.min():.4g}-{diffs.max():.4g} mm)")
         first, last = slices[0].position, slices[-1].position
         step_vec = (last - first) / (len(slices) - 1)
         for k, s in enumerate(slices):
             off = np.linalg.norm(s.position - (first + k * step_vec))
             if off > max(0.01, 0.01 * median):
-                raise InputError(s.path, f"inconsistent slice positions: ImagePositionPatient {s.position.tolist()} "
+                raise InputError(s.path, f"{s.where}inconsistent slice positions: ImagePositionPatient "
+                                         f"{s.position.tolist()} "
                                          f"is {off:.3g} mm off the line through the first and last slices")
         sz = float(np.dot(step_vec, normal))
     else:
@@ -515,14 +552,15 @@ def _load_slice(s: _Slice, stored: np.dtype, rng: tuple[float, float], out: np.d
     except InputError:
         raise
     except Exception as exc:  # decoders raise many types; all mean "this file's pixels are unusable"
-        raise InputError(s.path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from None
+        raise InputError(s.path, f"{s.where}cannot decode pixel data ({type(exc).__name__}: {exc})") from None
     if pixels.shape != (s.rows, s.cols):
-        raise InputError(s.path, f"pixel data has shape {pixels.shape}, expected ({s.rows}, {s.cols})")
+        raise InputError(s.path, f"{s.where}pixel data has shape {pixels.shape}, expected ({s.rows}, {s.cols})")
     native = s.frame is None and s.pixel_offset is not None
     if stored.kind in "iu" and not native:  # the native path's values lie in the range by construction
         lo, hi = pixels.min(), pixels.max()
         if lo < rng[0] or hi > rng[1]:
-            raise InputError(s.path, f"stored values {lo}..{hi} exceed the BitsStored range {rng[0]}..{rng[1]}")
+            raise InputError(s.path, f"{s.where}stored values {lo}..{hi} exceed the BitsStored range "
+                                     f"{rng[0]}..{rng[1]}")
     pixels = pixels.astype(stored, copy=False)
     if not rescale:
         return pixels
@@ -555,17 +593,147 @@ def _dicom_attrs(first: Dataset, slices: list[_Slice]) -> dict[str, Any]:
     return attrs
 
 
-def read(paths: list[Path], series: str | None = None, **options: Any) -> dict[str, xr.Dataset]:
-    """Read one DICOM series lazily into ``{"/": Dataset}`` (see the module docstring).
+#: Dimension index pointers that order the frames *inside* one volume; every other dimension of a
+#: multi-frame file's DimensionIndexSequence (StackID, FrameAcquisitionNumber, TemporalPositionIndex,
+#: an echo time, ...) separates volumes.
+_IN_VOLUME_DIMENSIONS = ("InStackPositionNumber", "ImagePositionPatient")
+
+#: Short names of the usual separating dimensions in group names (``stack1_acq2``).
+_GROUP_PREFIX = {"StackID": "stack", "FrameAcquisitionNumber": "acq", "TemporalPositionIndex": "t"}
+
+
+def _dimension_keys(ds: Dataset) -> list[tuple[int, str, str | None]]:
+    """The separating dimensions of a multi-frame file: ``(index in DimensionIndexValues, keyword,
+    keyword of the functional-group sequence holding it)``, in the file's DimensionIndexSequence order."""
+    keys = []
+    for index, item in enumerate(ds.get("DimensionIndexSequence") or []):
+        pointer = item.get("DimensionIndexPointer")
+        keyword = pydicom.datadict.keyword_for_tag(pointer) if pointer is not None else ""
+        if keyword in _IN_VOLUME_DIMENSIONS:
+            continue
+        group = item.get("FunctionalGroupPointer")
+        keys.append((index, keyword or str(pointer),
+                     pydicom.datadict.keyword_for_tag(group) if group is not None else None))
+    return keys
+
+
+def _frame_key(ds: Dataset, frame: int, keys: list[tuple[int, str, str | None]]) -> tuple[tuple[str, str], ...]:
+    """A frame's value of each separating dimension: the attribute itself where its functional group
+    holds it directly (StackID "1", FrameAcquisitionNumber 3), else its DimensionIndexValues entry."""
+    content = _frame_value(ds, frame, "FrameContentSequence", "DimensionIndexValues")
+    indices = list(content) if isinstance(content, (MultiValue, list, tuple)) else [content]
+    values = []
+    for index, keyword, group in keys:
+        value = _frame_value(ds, frame, group, keyword) if group else None
+        if value in (None, "") and index < len(indices):
+            value = indices[index]
+        values.append((keyword, str(value).strip()))
+    return tuple(values)
+
+
+def _group_name(key: tuple[tuple[str, str], ...]) -> str:
+    """Store group name of one volume, e.g. ``stack1_acq2`` (letters, digits, ``.``, ``-`` only)."""
+    parts = []
+    for keyword, value in key:
+        clean = "".join(c if c.isalnum() or c in ".-" else "-" for c in value)
+        parts.append(f"{_GROUP_PREFIX.get(keyword, keyword)}{clean}")
+    return "_".join(parts) or ROOT
+
+
+def _choose_frames(path: Path, ds: Dataset, slices: list[_Slice], stack: str | None,
+                   acquisition: int | None) -> list[_Slice]:
+    """The frames of a multi-frame file with the wanted StackID / FrameAcquisitionNumber (``None``: any)."""
+    if stack is None and acquisition is None:
+        return slices
+    stacks = [_frame_value(ds, s.frame, "FrameContentSequence", "StackID") for s in slices]
+    stacks = [None if v in (None, "") else str(v).strip() for v in stacks]
+    if stack is not None and all(v is None for v in stacks):
+        raise InputError(path, "--stack: the frames of this file carry no StackID")
+    if acquisition is not None and all(s.acquisition_number is None for s in slices):
+        raise InputError(path, "--acquisition: the frames of this file carry no FrameAcquisitionNumber")
+    chosen = [s for s, v in zip(slices, stacks, strict=True)
+              if (stack is None or v == str(stack).strip())
+              and (acquisition is None or s.acquisition_number == acquisition)]
+    if not chosen:
+        found = sorted({(v or "-", s.acquisition_number) for s, v in zip(slices, stacks, strict=True)},
+                       key=lambda pair: (pair[0], pair[1] if pair[1] is not None else -1))
+        raise InputError(path, f"no frame has {'StackID ' + repr(stack) if stack is not None else ''}"
+                               f"{' and ' if stack is not None and acquisition is not None else ''}"
+                               f"{'FrameAcquisitionNumber ' + str(acquisition) if acquisition is not None else ''}"
+                               "; the file has (StackID, FrameAcquisitionNumber) "
+                               + ", ".join(f"({a}, {b})" for a, b in found))
+    return chosen
+
+
+def _split_volumes(chosen: _Series, slices: list[_Slice], multiframe: bool, stack: str | None,
+                   acquisition: int | None) -> dict[str, tuple[dict[str, str], list[_Slice]]]:
+    """The regular volumes to read: ``{group name: (separating values, slices)}``.
+
+    A multi-frame file is split by its DimensionIndexSequence: frames that differ in any dimension
+    other than the in-stack position (StackID, FrameAcquisitionNumber, ...) belong to different
+    volumes, each with its own geometry. A one-volume result is the root group ``"/"``.
+    ``--stack``/``--acquisition`` keep the frames with that StackID / FrameAcquisitionNumber
+    (for single-frame files, ``--acquisition`` selects by AcquisitionNumber).
+    """
+    path, ds = chosen.headers[0]
+    if not multiframe:
+        if stack is not None:
+            raise InputError(path, "--stack selects a StackID of an enhanced multi-frame file; these are "
+                                   "single-frame files")
+        if acquisition is not None:
+            numbers = sorted({s.acquisition_number for s in slices if s.acquisition_number is not None})
+            slices = [s for s in slices if s.acquisition_number == acquisition]
+            if not slices:
+                raise InputError(path, f"no file has AcquisitionNumber {acquisition} (found: "
+                                       f"{', '.join(map(str, numbers)) or 'none'})")
+        return {ROOT: ({}, slices)}
+    slices = _choose_frames(path, ds, slices, stack, acquisition)
+    keys = _dimension_keys(ds)
+    by_key: dict[tuple[tuple[str, str], ...], list[_Slice]] = {}
+    for s in slices:
+        by_key.setdefault(_frame_key(ds, s.frame, keys), []).append(s)
+    varying = [i for i in range(len(keys)) if len({key[i][1] for key in by_key}) > 1]
+    if len(by_key) == 1:
+        return {ROOT: (dict(next(iter(by_key))), slices)}
+    volumes: dict[str, tuple[dict[str, str], list[_Slice]]] = {}
+    def natural(key: tuple[tuple[str, str], ...]) -> tuple:
+        return tuple((0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v) for _, v in key)
+
+    for key in sorted(by_key, key=natural):
+        volumes[_group_name(tuple(key[i] for i in varying))] = (dict(key), by_key[key])
+    return volumes
+
+
+def read(paths: list[Path], series: str | None = None, stack: str | None = None, acquisition: int | None = None,
+         **options: Any) -> dict[str, xr.Dataset]:
+    """Read one DICOM series lazily into ``{group: Dataset}`` (see the module docstring).
 
     ``paths`` is a folder (walked recursively), a list of files, or one multi-frame file.
-    ``series`` picks a SeriesInstanceUID when the sources hold several. Other options are
+    ``series`` picks a SeriesInstanceUID when the sources hold several. A multi-frame file holding
+    several volumes (stacks, acquisitions: :func:`_split_volumes`) gives one group per volume, named
+    like ``stack1_acq2``; ``stack``/``acquisition`` keep only the frames with that StackID /
+    FrameAcquisitionNumber, and one volume left is the root group ``"/"``. Other options are
     accepted and ignored, so the ingest dispatcher can pass the same options to every reader.
     """
     paths = [Path(p) for p in paths]
     where = paths[0] if len(paths) == 1 else paths[0].parent
     chosen = _select_series(_group_series(_collect_files(paths)), where, series)
     slices, multiframe = _slices_of(chosen)
+    acquisition = None if acquisition is None else int(acquisition)
+    volumes = _split_volumes(chosen, slices, multiframe, stack, acquisition)
+    shared = None
+    if multiframe:  # one file behind every volume: hash it once
+        shared = provenance_attrs(READER, READER_VERSION, [chosen.headers[0][0]])
+    groups = {}
+    for name, (key, members) in volumes.items():
+        groups[name] = _volume(chosen, members, multiframe, shared)
+        if key:
+            groups[name].attrs["frame_group"] = {**key, "frames": len(members)}
+    return groups
+
+
+def _volume(chosen: _Series, slices: list[_Slice], multiframe: bool, shared: dict[str, Any] | None) -> xr.Dataset:
+    """One regular volume of ``slices`` as a lazy Dataset (geometry checked, sorted along the normal)."""
     first_path, first = chosen.headers[0]
     between = first.get("SpacingBetweenSlices")
     slices, lps, spacing, note = _order_and_geometry(slices, multiframe, float(between) if between else None)
@@ -614,9 +782,9 @@ def read(paths: list[Path], series: str | None = None, **options: Any) -> dict[s
         "orientation": "".join(orientations.aff2axcodes(affine)),
         "affine_source": "DICOM ImageOrientationPatient/ImagePositionPatient/PixelSpacing (LPS->RAS)",
         "dicom": _dicom_attrs(first, slices),
-        **provenance_attrs(READER, READER_VERSION, sources, {p.resolve(): d for p, d in streamed.items()}),
+        **(copy.deepcopy(shared) if shared is not None else
+           provenance_attrs(READER, READER_VERSION, sources, {p.resolve(): d for p, d in streamed.items()})),
     }
     if note:
         attrs["geometry_note"] = note
-    ds = xr.Dataset({"image": image}, coords=coords, attrs=attrs)
-    return {"/": ds}
+    return xr.Dataset({"image": image}, coords=coords, attrs=attrs)
