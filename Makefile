@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 CORES  ?= 2
 STAMP  := $(VENV)/.scorerecon-installed
 
-.PHONY: all install demo test lint bench bench-quality clean-results train train-gpu
+.PHONY: all install demo test lint bench bench-quality clean-results train train-gpu photos
 
 all: test
 
@@ -42,6 +42,20 @@ train: $(STAMP)
 train-gpu: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps dipy==1.12.1  # example MR files of the brain_mr_* priors
 	MINUTES=8 BATCH=128 DEVICE=cuda bash workflows/config/train/train_gpu.sh
+
+# ~120 real photographs for the natural-image priors and benchmark, from registries only (no other download):
+# PyPI mvtb-data, Debian opencv-doc, PyWavelets' bundled images -> data/photos/ (catalogue, licences and the
+# train / held-out split: modalities/natural/photos.py, data/photos/LICENSES.md). ~230 MB fetched, ~110 MB kept.
+photos: data/photos/manifest.json
+
+data/photos/manifest.json: | $(STAMP)
+	rm -rf build/photos && mkdir -p build/photos
+	$(PY) -m pip download --quiet --no-deps --dest build/photos mvtb-data==1.6.1
+	cd build/photos && apt-get download opencv-doc
+	dpkg -x build/photos/opencv-doc_*_all.deb build/photos/opencv
+	$(PY) -m scorerecon.modalities.natural.photos --mvtb-wheel build/photos/mvtb_data-1.6.1-py3-none-any.whl \
+		--opencv-root build/photos/opencv --out data/photos
+	rm -rf build/photos
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
