@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scorerecon.pipelines.errors import InputError
+from scorerecon.errors import InputError
 
 #: The keys of ``data.augment`` and their defaults once a section is switched on.
 DEFAULTS: dict[str, dict[str, Any]] = {

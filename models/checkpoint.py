@@ -35,12 +35,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from scorerecon.modalities.io.store import sha256_file
+from scorerecon.errors import InputError
+from scorerecon.hashing import sha256_file
 from scorerecon.models.networks import build_network, normalize_network_config
 from scorerecon.models.parametrization import PARAMETRIZATIONS
 from scorerecon.models.score_model import NetworkScoreModel
 from scorerecon.models.sde import sde_from_config
-from scorerecon.pipelines.errors import InputError
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.json"

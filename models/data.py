@@ -56,8 +56,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from scorerecon.errors import InputError
 from scorerecon.models.augment import Augmentation, resample
-from scorerecon.pipelines.errors import InputError
 
 DEFAULT_NORMALIZATION = {"method": "percentile", "percentiles": [0.5, 99.5], "range": [-1.0, 1.0]}
 DEFAULT_FOREGROUND = {"threshold": 0.1, "min_fraction": 0.0, "max_tries": 20}
@@ -81,10 +81,6 @@ def resolve_source_path(entry: str, base: Path) -> Path:
     return Path(entry) if Path(entry).is_absolute() else base / entry
 
 
-def _is_store(path: Path) -> bool:
-    return path.is_dir() and ((path / "zarr.json").is_file() or path.suffix == ".zarr")
-
-
 class _Volume:
     """One source array with named dims: cached as numpy, or a lazy xarray DataArray."""
 
@@ -99,20 +95,13 @@ class _Volume:
         if path.suffix == ".npy":
             self.dims, self.data, self.sources = self._read_npy(path)
             return
-        from scorerecon.modalities.io.store import attrs_json, describe_sources, load_checked, open_store
+        from scorerecon.sources import open_source
 
-        store = _is_store(path)
-        if store:
-            ds, where = open_store(path, group), f"group {group!r}"
-            self.sources = attrs_json(ds, "source_files") or []
-        else:  # any other file the ingest reads (DICOM, ...), lazily, without writing a store first
-            from scorerecon.pipelines.ingest import read_sources
-
-            groups = read_sources([path])
-            ds = groups[group] if group in groups else next(iter(groups.values()))
-            where = "the reader's output"
-            self.sources = describe_sources([path])
-        self.spacing = _affine_spacing(attrs_json(ds, "affine"))
+        # a store, or any other file the ingest reads (DICOM, ...), lazily: through the opener the
+        # pipeline layer registers (scorerecon.sources), so the core does not import it
+        opened = open_source(path, group)
+        ds, where, self.sources = opened.data, opened.where, opened.sources
+        self.spacing = _affine_spacing(opened.affine)
         if variable not in ds.data_vars:
             raise InputError(path, f"{where} has no variable {variable!r} "
                                    f"(has {sorted(map(str, ds.data_vars))})")
@@ -121,14 +110,14 @@ class _Volume:
             raise InputError(path, f"variable {variable!r} is complex; train priors on real images")
         self.dims = tuple(map(str, var.dims))
         if var.size * var.dtype.itemsize <= cache_mb * 2**20:
-            self.data = load_checked(ds, path, variable) if store else np.asarray(var.values)
+            self.data = opened.load(variable)
         else:
             self.data, self.lazy = None, var
 
     def _read_nifti(self, path: Path, fold_frames: bool) -> tuple[tuple[str, ...], np.ndarray, list[dict[str, Any]]]:
         import nibabel as nib
 
-        from scorerecon.modalities.io.store import describe_sources
+        from scorerecon.hashing import describe_sources
 
         try:
             img = nib.as_closest_canonical(nib.load(str(path)))
@@ -147,7 +136,7 @@ class _Volume:
 
     @staticmethod
     def _read_npy(path: Path) -> tuple[tuple[str, ...], np.ndarray, list[dict[str, Any]]]:
-        from scorerecon.modalities.io.store import describe_sources
+        from scorerecon.hashing import describe_sources
 
         try:
             data = np.load(path, allow_pickle=False)

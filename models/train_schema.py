@@ -22,9 +22,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from scorerecon.errors import InputError
 from scorerecon.models.parametrization import PARAMETRIZATIONS
 from scorerecon.models.sde import SDES
-from scorerecon.pipelines.errors import InputError
 
 _NUM = {"type": "number"}
 _POS = {"type": "number", "exclusiveMinimum": 0}

@@ -48,6 +48,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from scorerecon import __version__
+from scorerecon.errors import InputError
 from scorerecon.models.checkpoint import (
     CARD_FILE,
     atomic_write_bytes,
@@ -63,7 +64,6 @@ from scorerecon.models.parametrization import PARAMETRIZATIONS, loss_weight, tra
 from scorerecon.models.score_model import NetworkScoreModel
 from scorerecon.models.sde import sde_from_config
 from scorerecon.models.train_schema import validate_config
-from scorerecon.pipelines.errors import InputError
 
 Tensor = torch.Tensor
 STATE_TENSORS = "training_state.safetensors"
@@ -159,11 +159,11 @@ def _ema_multi_avg_fn(decay: float, warmup: bool):
 
 
 def hardware_description(device: torch.device) -> dict[str, Any]:
-    """What ran the training (for the model card): :func:`scorerecon.pipelines.hardware.describe`
+    """What ran the training (for the model card): :func:`scorerecon.hardware.describe`
     plus torch threads and library versions."""
     import monai
 
-    from scorerecon.pipelines.hardware import describe
+    from scorerecon.hardware import describe
 
     return {**describe(str(device)), "torch_threads": torch.get_num_threads(), "monai": monai.__version__,
             "load_average_1min": round(os.getloadavg()[0], 2),  # a busy shared machine slows wall time
@@ -391,7 +391,7 @@ class Trainer:
             diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise InputError(path, f"cannot resume: config differs from the checkpoint's in {diff} "
                                    "(only training.steps, checkpoint_every and sampling may change)")
-        from scorerecon.modalities.io.store import sha256_file
+        from scorerecon.hashing import sha256_file
 
         tensors_path = self.output / STATE_TENSORS
         if not tensors_path.is_file() or sha256_file(tensors_path) != state["sha256"]:

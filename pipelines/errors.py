@@ -1,22 +1,12 @@
-"""One error type for everything a user can get wrong, so the CLI can print one clear line.
+"""Re-export of :class:`scorerecon.errors.InputError` under its historical name.
 
-Readers, writers and tasks raise :class:`InputError` naming the offending file and the problem;
-the CLI turns it into ``scorerecon: error: <file>: <problem>`` and a non-zero exit, with no
-traceback. Anything else escaping is a bug and keeps its traceback.
+The one-line user-error type moved to the neutral :mod:`scorerecon.errors` so that the score core
+(``models/``) and the modality code (``modalities/``) can raise it without importing the pipeline
+layer; code that imports it from here keeps working.
 """
 
 from __future__ import annotations
 
-from os import PathLike
+from scorerecon.errors import InputError
 
-
-class InputError(Exception):
-    """A problem with a user's input file, store or option, reported as one line."""
-
-    def __init__(self, path: str | PathLike | None, problem: str) -> None:
-        self.path = None if path is None else str(path)
-        self.problem = " ".join(str(problem).split())  # always one line
-        super().__init__(self.one_line())
-
-    def one_line(self) -> str:
-        return f"{self.path}: {self.problem}" if self.path else self.problem
+__all__ = ["InputError"]

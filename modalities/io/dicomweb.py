@@ -20,7 +20,7 @@ from typing import Any
 
 import pydicom
 
-from scorerecon.pipelines.errors import InputError
+from scorerecon.errors import InputError
 
 
 def _client(url: str) -> Any:

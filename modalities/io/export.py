@@ -49,6 +49,7 @@ import numpy as np
 import xarray as xr
 
 from scorerecon import __version__
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.outputs import (
     check_output,
     publish,
@@ -58,7 +59,6 @@ from scorerecon.modalities.io.outputs import (
     write_marker,
 )
 from scorerecon.modalities.io.store import ROOT, attrs_json, load_checked, open_store, store_groups
-from scorerecon.pipelines.errors import InputError
 
 FORMATS = ("nifti", "geotiff", "png", "dicom", "omezarr")
 DIRECTORY_FORMATS = ("png", "dicom", "omezarr")  # the others write one file (+ sidecars)

@@ -44,8 +44,8 @@ from dask.base import tokenize
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.store import provenance_attrs
-from scorerecon.pipelines.errors import InputError
 
 READER = "geotiff"
 READER_VERSION = "1"

@@ -34,8 +34,8 @@ import xarray as xr
 from dask.base import tokenize
 from PIL import Image, UnidentifiedImageError
 
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.store import provenance_attrs
-from scorerecon.pipelines.errors import InputError
 
 READER = "image"
 READER_VERSION = "1"

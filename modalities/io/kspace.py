@@ -53,8 +53,8 @@ import h5py
 import numpy as np
 import xarray as xr
 
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.store import provenance_attrs
-from scorerecon.pipelines.errors import InputError
 
 READER = "scorerecon.modalities.io.kspace"
 READER_VERSION = "1.0"

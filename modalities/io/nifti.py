@@ -56,9 +56,9 @@ import xarray as xr
 from nibabel.filebasedimages import ImageFileError
 from nibabel.volumeutils import apply_read_scaling
 
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.digests import StreamedDigest
 from scorerecon.modalities.io.store import provenance_attrs
-from scorerecon.pipelines.errors import InputError
 
 READER = "scorerecon.modalities.io.nifti"
 READER_VERSION = f"1.0 (nibabel {nib.__version__})"

@@ -29,8 +29,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.store import attrs_json, open_store
-from scorerecon.pipelines.errors import InputError
 
 MAX_LEVELS = 4
 MIN_EDGE = 64  # stop halving once y or x would drop below this

@@ -63,8 +63,8 @@ from pathlib import Path
 from typing import Any
 
 from scorerecon import __version__
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.store import sha256_file
-from scorerecon.pipelines.errors import InputError
 
 CRATE_FILE = "ro-crate-metadata.json"
 PROV_FILE = "provenance.prov.json"

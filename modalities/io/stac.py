@@ -38,8 +38,8 @@ from typing import Any
 import xarray as xr
 
 from scorerecon import __version__
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.store import describe_sources, sha256_file
-from scorerecon.pipelines.errors import InputError
 
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"

@@ -18,7 +18,6 @@ Conventions (see ``shared/docs/DESIGN.md`` section 2):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,8 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from scorerecon import __version__
+from scorerecon.errors import InputError
+from scorerecon.hashing import describe_sources, sha256_file  # noqa: F401  (re-exported)
 from scorerecon.modalities.io.digests import StreamedDigest
 from scorerecon.modalities.io.outputs import (
     check_output,
@@ -41,7 +42,6 @@ from scorerecon.modalities.io.outputs import (
     staging_path,
     write_marker,
 )
-from scorerecon.pipelines.errors import InputError
 
 COMPLETE_MARKER = "scorerecon_complete"
 
@@ -57,32 +57,6 @@ PENDING_DIGEST = "pending"
 warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
 
 ROOT = "/"
-
-
-def sha256_file(path: str | os.PathLike, block: int = 8 << 20) -> str:
-    """Hex sha256 of a file, read in blocks (bounded memory for any size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def describe_sources(paths: Iterable[str | os.PathLike],
-                     digests: Mapping[Path, StreamedDigest] | None = None) -> list[dict[str, Any]]:
-    """Provenance records (absolute path, sha256, size) for the files a store was made from.
-
-    A path with an entry in ``digests`` (keyed by resolved path) records that streamed digest,
-    which the reader's chunk reads fill; any other file is hashed here, now.
-    """
-    digests = digests or {}
-    records = []
-    for path in paths:
-        path = Path(path).resolve()
-        digest = digests.get(path)
-        records.append({"path": str(path), "sha256": digest if digest is not None else sha256_file(path),
-                        "bytes": path.stat().st_size})
-    return records
 
 
 def provenance_attrs(reader: str, reader_version: str, sources: Iterable[str | os.PathLike],

@@ -32,9 +32,9 @@ import numpy as np
 import skimage.data
 import torch
 
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.store import sha256_file
 from scorerecon.modalities.natural.degradations import BicubicDown, LowLight, bicubic_resize
-from scorerecon.pipelines.errors import InputError
 
 __all__ = [
     "DEFAULT_KODAK",

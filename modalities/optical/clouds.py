@@ -42,7 +42,7 @@ BLUE_INCREASE = 0.04
 
 def load_stack(path: str | Path) -> np.ndarray:
     """A ``.npy`` stack ``(T, y, x, band)`` (a 3-D ``(y, x, band)`` array becomes ``T = 1``)."""
-    from scorerecon.pipelines.errors import InputError
+    from scorerecon.errors import InputError
 
     try:
         arr = np.load(path, allow_pickle=False)

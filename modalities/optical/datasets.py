@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.store import sha256_file
 from scorerecon.modalities.optical.bands import LANDSAT8, LANDSAT8_MS
 from scorerecon.modalities.optical.degradation import upsample, wald_degrade
-from scorerecon.pipelines.errors import InputError
 
 __all__ = ["PansharpenDataset", "PansharpenCoding", "CloudDataset", "CloudCoding", "resolve_path",
            "read_bands", "dihedral"]
