@@ -12,6 +12,7 @@ them when installed. Geo tasks: ``tests/test_remote_tasks.py`` exports pan-sharp
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -225,3 +226,49 @@ def test_prepare_slices_map_matches_prepare_slices() -> None:
         assert inside.any()
         np.testing.assert_allclose(out[0][inside], x_in[inside] + 1000)
         np.testing.assert_allclose(out[1][inside], y_in[inside] + 1000)
+
+
+# ------------------------------------------------------------------------------ runs from anywhere
+def test_reconstruct_and_evaluate_find_their_priors_from_any_folder(tmp_path) -> None:
+    """The default priors (``checkpoints/<name>``) resolve with another working directory (docs/checkpoints.md)."""
+    import sys
+
+    _need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
+    store = ingest([DEMO / "head_ct_hu.nii.gz"], tmp_path / "ct.zarr")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "SCORERECON_CHECKPOINTS"}
+    env["OMP_NUM_THREADS"] = "1"
+    cli = [sys.executable, "-m", "scorerecon.pipelines.cli"]
+    common = ["--task", "ct", "--input", str(store), "--slices", "50", "--views", "4", "--downsample", "8",
+              "--nfe", "1", "--threads", "1", "--quiet"]
+    rec = subprocess.run([*cli, "reconstruct", *common, "-o", "rec.zarr"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert rec.returncode == 0, rec.stderr
+    assert Path(open_store(work / "rec.zarr").attrs["checkpoint"]) == CT_PRIOR.resolve()
+    ev = subprocess.run([*cli, "evaluate", *common, "--solvers", "dds", "--baselines", "fbp", "--json", "ev.json"],
+                        cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads((work / "ev.json").read_text())["methods"]["dds"]["nfe"] == 1
+
+
+def test_checkpoint_search_order(tmp_path, monkeypatch) -> None:
+    """``$SCORERECON_CHECKPOINTS`` first, then the shipped folder, then the cwd; ``./x`` means the cwd only."""
+    from scorerecon.errors import InputError
+    from scorerecon.models.checkpoint import resolve_checkpoint
+
+    _need(CT_PRIOR)
+    first, second = tmp_path / "a", tmp_path / "b"
+    (second / "head_ct_ddpm").mkdir(parents=True)
+    (first / "mine").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SCORERECON_CHECKPOINTS", f"{first}{os.pathsep}{second}")
+    assert resolve_checkpoint("checkpoints/head_ct_ddpm") == second / "head_ct_ddpm"  # the variable wins
+    assert resolve_checkpoint("mine") == first / "mine"
+    monkeypatch.delenv("SCORERECON_CHECKPOINTS")
+    assert resolve_checkpoint("head_ct_ddpm").resolve() == CT_PRIOR.resolve()  # the shipped folder
+    assert resolve_checkpoint("a/mine") == tmp_path / "a" / "mine"  # then the working directory
+    with pytest.raises(InputError, match="does not exist"):
+        resolve_checkpoint("./head_ct_ddpm")  # explicitly here, and it is not
+    with pytest.raises(InputError, match="looked in .*checkpoints"):
+        resolve_checkpoint("no_such_prior")
