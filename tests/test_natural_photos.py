@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scorerecon.errors import InputError
 from scorerecon.modalities.natural.datasets import load_rgb
 from scorerecon.modalities.natural.photos import (
     CATALOGUE,
@@ -27,7 +28,6 @@ from scorerecon.modalities.natural.photos import (
     photo_files,
     split_of,
 )
-from scorerecon.pipelines.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALLED = REPO / "data" / "photos"
