@@ -77,7 +77,8 @@ _MIXTURE = _obj({"kind": {"const": "gaussian_mixture"}, "means": {"type": "array
 
 _NATURAL = {"kind": _STR, "kodak": _STR, "holdout": {"type": "array", "items": _STR},
             "skimage": {"type": "array", "items": _STR},
-            "patch_size": {"type": "array", "items": _INT_POS, "minItems": 2, "maxItems": 2}}
+            "patch_size": {"type": "array", "items": _INT_POS, "minItems": 2, "maxItems": 2},
+            "photos": _STR, "area_power": {"type": "number", "minimum": 0, "maximum": 1}}
 _REMOTE = {"kind": _STR, "root": _STR, "patch_size": {"type": "array", "items": _INT_POS, "minItems": 2, "maxItems": 2},
            "holdout": _RANGES, "margin": _INT_NONNEG}
 #: The keys each of the project's own dataset classes reads from ``data``.
@@ -91,7 +92,8 @@ DATASET_KEYS: dict[str, dict[str, Any]] = {
         **_REMOTE, "ms": {"type": "array", "items": _STR}, "bands": {"type": "array", "items": _STR}, "pan": _STR,
         "ratio": _INT_POS},
     "scorerecon.modalities.optical.datasets:CloudDataset": {
-        **_REMOTE, "scenes": _STR, "probability": _STR, "mask": _STR, "holdout_shapes": _INT_POS},
+        **_REMOTE, "scenes": _STR, "probability": _STR, "mask": _STR, "holdout_shapes": _INT_POS,
+        "residual": {"type": "boolean"}, "min_gap_days": _INT_NONNEG},
 }
 
 _TOP = _obj({

@@ -21,16 +21,30 @@ cloudy -- 0 overcast, 1 hazy --, dates 2-4 clear: :func:`clear_dates` finds them
 blue-band test), ``s2_cloud_probability.npy`` / ``s2_cloud_mask.npy`` ``(68, 101, 100, 1)``.
 Every function takes ``(T, y, x, band)`` stacks as they are stored, and returns bands-first
 ``(B, H, W)`` scenes.
+
+Dates: the reference scenes carry no timestamps of their own; each is one date of the 68-date
+series (``s2_timestamps.json``), found by matching its NDVI (B08, B04) to the series' NDVI
+(``s2_ndvi.npy`` of the shared data): the match is exact for all five
+(:data:`REFERENCE_SERIES_INDEX`; ``tests/test_cloud_trust.py`` re-derives it). The three clear
+dates are 2015-07-11, 2015-08-30 and 2015-09-09: the last two are ten days apart and nearly
+identical, so evaluation pairs are chosen at least three weeks apart (:func:`date_pairs`).
+
+Compositing (:func:`feather`, :func:`composite`): a reconstruction keeps every observed pixel --
+outside the cloud mask the output *is* the input -- and blends into the estimate over a few
+pixels inside the mask (a distance-transform ramp), so no hard edge appears at the mask border.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["REMOTE_DIR", "load_stack", "clear_dates", "cloud_layer_date", "shape_dates", "cloud_opacity", "blend",
-           "cloudy_stack", "multitemporal_mask"]
+__all__ = ["REMOTE_DIR", "REFERENCE_SERIES_INDEX", "load_stack", "clear_dates", "cloud_layer_date", "shape_dates",
+           "cloud_opacity", "blend", "cloudy_stack", "multitemporal_mask", "reference_dates", "date_pairs", "feather",
+           "composite"]
 
 #: The Sentinel-2 arrays shipped with the repository (copies of the shared data's ``remote`` folder).
 REMOTE_DIR = Path(__file__).resolve().parents[2] / "data" / "demo" / "sentinel2"
@@ -38,6 +52,9 @@ REMOTE_DIR = Path(__file__).resolve().parents[2] / "data" / "demo" / "sentinel2"
 BLUE_CLOUD = 0.15
 #: B02 increase over a clear date that flags a pixel cloudy in :func:`multitemporal_mask`
 BLUE_INCREASE = 0.04
+#: position of each reference scene (``s2_l1c_reference_scenes.npy``) in the 68-date series
+#: (``s2_timestamps.json``): exact NDVI match (see the module doc)
+REFERENCE_SERIES_INDEX = (2, 1, 4, 3, 0)
 
 
 def load_stack(path: str | Path) -> np.ndarray:
@@ -102,3 +119,46 @@ def multitemporal_mask(cloudy: np.ndarray, other_clear: np.ndarray, blue: int = 
     uses only the cloudy scene and another clear date, never the reference.
     """
     return (cloudy[blue] - other_clear[blue]) > BLUE_INCREASE
+
+
+def reference_dates(root: str | Path = REMOTE_DIR) -> list[_dt.date]:
+    """Acquisition date of each reference scene, from ``s2_timestamps.json`` in ``root``."""
+    stamps = json.loads((Path(root) / "s2_timestamps.json").read_text())
+    return [_dt.datetime.fromisoformat(stamps[i]).date() for i in REFERENCE_SERIES_INDEX]
+
+
+def date_pairs(dates: list[_dt.date], candidates: list[int], min_gap_days: int = 21) -> list[tuple[int, int]]:
+    """Ordered ``(target, other)`` pairs of ``candidates`` whose dates lie at least ``min_gap_days`` apart.
+
+    A target restored from a date ten days away (a near-duplicate) says little about cloud
+    removal: the nearest-date baseline is then almost the answer.
+    """
+    return [(t, o) for t in candidates for o in candidates
+            if t != o and abs((dates[t] - dates[o]).days) >= min_gap_days]
+
+
+def feather(mask: np.ndarray, radius: float = 3.0) -> np.ndarray:
+    """Blend weight of the estimate ``(H, W)``: 0 outside the mask, ``clip(d / radius, 0, 1)`` inside.
+
+    ``d`` is the Euclidean distance (pixels) to the nearest pixel outside the mask
+    (``scipy.ndimage.distance_transform_edt``): 1 on the mask's first ring, so ``radius <= 1``
+    is a hard composite. A mask without any clear pixel gives weight 1 everywhere.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    if mask.all():
+        return np.ones(mask.shape)
+    if radius <= 1:
+        return mask.astype(np.float64)
+    return np.clip(ndimage.distance_transform_edt(mask) / float(radius), 0.0, 1.0)
+
+
+def composite(observed: np.ndarray, estimate: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``w estimate + (1 - w) observed`` (float64) for ``(B, H, W)`` scenes; where ``w == 0`` exactly ``observed``.
+
+    Float32 input survives the float64 round trip bit for bit where ``w == 0``.
+    """
+    w = np.asarray(weight, np.float64)[None]
+    obs = np.asarray(observed, np.float64)
+    return np.where(w > 0, w * np.asarray(estimate, np.float64) + (1 - w) * obs, obs)

@@ -17,7 +17,12 @@ radiometrically matched to the cloudy scene on its clear pixels
 (:func:`~scorerecon.modalities.optical.baselines.radiometric_match`, over the whole scene: the
 global statistics a 32-pixel patch cannot see); cloudy scenes are made by blending real cloud
 probability maps onto clear dates (:mod:`.clouds`). Held out: a block of columns of the area
-(``holdout: {x: [start, stop)}``) and a set of cloud-shape dates.
+(``holdout: {x: [start, stop)}``) and a set of cloud-shape dates. With ``residual: true`` the
+model generates the clear scene's difference from the radiometrically matched nearest-date
+composite (``x = residual_scale * (clear - base)`` in band units, ``base`` = the cloudy scene
+outside the mask and the matched other date inside it): the best classical estimate is the
+starting point and the network learns what it misses, as the pan-sharpening model does with the
+interpolated MS. ``min_gap_days`` keeps only (target, other) date pairs that far apart.
 
 Normalisations are resolved from training pixels only and stored in the model card
 (``describe()``); :class:`PansharpenCoding` / :class:`CloudCoding` rebuild them from a card so
@@ -225,15 +230,33 @@ class CloudCoding:
 
     lo: np.ndarray
     hi: np.ndarray
+    residual_scale: float | None = None  # set: x = residual_scale * (encode(clear) - encode(base))
 
     @classmethod
     def from_card(cls, data: dict[str, Any]) -> CloudCoding:
         norm = data["normalization"]
-        return cls(np.asarray(norm["lo"], dtype=np.float64), np.asarray(norm["hi"], dtype=np.float64))
+        scale = norm.get("residual_scale")
+        return cls(np.asarray(norm["lo"], dtype=np.float64), np.asarray(norm["hi"], dtype=np.float64),
+                   None if scale is None else float(scale))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "per-band percentiles [1, 99] of clear training pixels -> [-1, 1] (not clipped)",
-                "lo": self.lo.tolist(), "hi": self.hi.tolist()}
+        out = {"method": "per-band percentiles [1, 99] of clear training pixels -> [-1, 1] (not clipped)",
+               "lo": self.lo.tolist(), "hi": self.hi.tolist()}
+        if self.residual_scale is not None:
+            out["residual_scale"] = self.residual_scale
+        return out
+
+    def target(self, clear: np.ndarray, base: np.ndarray | None) -> np.ndarray:
+        """What the network generates: the clear scene, or its scaled difference from ``base``."""
+        if self.residual_scale is None:
+            return self.encode(clear)
+        return (self.residual_scale * (self.encode(clear) - self.encode(base))).astype(np.float32)
+
+    def output(self, x: np.ndarray, base: np.ndarray | None) -> np.ndarray:
+        """Network sample ``x`` -> reflectance (the inverse of :meth:`target`)."""
+        if self.residual_scale is None:
+            return self.decode(x)
+        return self.decode(self.encode(base) + np.asarray(x, np.float64) / self.residual_scale)
 
     def encode(self, r: np.ndarray) -> np.ndarray:
         return (2 * (r - self.lo[:, None, None]) / (self.hi - self.lo)[:, None, None] - 1).astype(np.float32)
@@ -291,6 +314,14 @@ class CloudDataset:
         every = int(config.get("holdout_shapes", 3))
         self.eval_shapes = useful[::every]
         self.train_shapes = [d for d in useful if d not in self.eval_shapes]
+        self.min_gap_days = int(config.get("min_gap_days", 0))
+        self.pairs = [(t, o) for t in self.clear for o in self.clear if t != o]
+        if self.min_gap_days:
+            from scorerecon.modalities.optical.clouds import date_pairs, reference_dates
+
+            self.pairs = date_pairs(reference_dates(root), self.clear, self.min_gap_days)
+            if not self.pairs:
+                raise InputError(self.paths["scenes"], f"no two clear dates lie {self.min_gap_days} days apart")
         c0, c1 = self.train_cols
         train_pixels = self.scenes[self.clear][:, :, :, c0:c1]
         lo = np.percentile(train_pixels, 1, axis=(0, 2, 3))
@@ -298,17 +329,26 @@ class CloudDataset:
         self.coding = CloudCoding(lo, hi)
         self.fingerprints = [area_fingerprint(stack[t]) for t in self.clear]
         self._cache: dict[tuple[int, int, int, int], tuple[np.ndarray, ...]] = {}
+        if config.get("residual", False):
+            # scale the residual to unit std over the training scenes' cloud pixels
+            diffs = []
+            for t, o in self.pairs:
+                for shape in self.train_shapes:
+                    clear, _, mask, _, base = self.scene(t, o, shape, 0)
+                    diffs.append((self.coding.encode(clear) - self.coding.encode(base))[:, mask])
+            self.coding.residual_scale = float(round(1.0 / np.concatenate(diffs, 1).std(), 3))
 
     channels = property(lambda self: int(self.scenes.shape[1]))
     cond_channels = property(lambda self: 2 * int(self.scenes.shape[1]) + 1)
 
     def scene(self, target: int, other: int, shape: int, flip: int) -> tuple[np.ndarray, ...]:
-        """``(clear, cloudy, mask, matched other)`` over the training columns (cached per combination).
+        """``(clear, cloudy, mask, matched other, base)`` over the training columns (cached).
 
         The cloud shape is flipped (``flip`` 0..3: none, rows, columns, both); the other date is
-        radiometrically matched to the cloudy scene on its clear pixels, as at inference.
+        radiometrically matched to the cloudy scene on its clear pixels, as at inference;
+        ``base`` is the matched nearest-date composite (the residual model's starting point).
         """
-        from scorerecon.modalities.optical.baselines import radiometric_match
+        from scorerecon.modalities.optical.baselines import radiometric_match, temporal
         from scorerecon.modalities.optical.clouds import blend, cloud_opacity
 
         key = (target, other, shape, flip)
@@ -323,7 +363,8 @@ class CloudDataset:
             mask = np.ascontiguousarray(mask[:, c0:c1])
             cloudy = blend(clear, cloud_opacity(prob[:, c0:c1]), self.scenes[self.layer_date][..., c0:c1])
             matched = radiometric_match(self.scenes[other][..., c0:c1], cloudy, mask).astype(np.float32)
-            self._cache[key] = (clear, cloudy, mask, matched)
+            base = temporal(cloudy, mask, matched).astype(np.float32)
+            self._cache[key] = (clear, cloudy, mask, matched, base)
         return self._cache[key]
 
     def sample_batch(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,12 +373,15 @@ class CloudDataset:
         c0, c1 = self.train_cols
         xs, cs = [], []
         for _ in range(batch_size):
-            target, other = (int(v) for v in rng.choice(self.clear, size=2, replace=False))
+            if self.min_gap_days:
+                target, other = self.pairs[int(rng.integers(0, len(self.pairs)))]
+            else:  # any two clear dates (the draw the first cloud checkpoint was trained with)
+                target, other = (int(v) for v in rng.choice(self.clear, size=2, replace=False))
             shape = int(rng.choice(self.train_shapes))
-            clear, cloudy, mask, matched = self.scene(target, other, shape, int(rng.integers(0, 4)))
+            clear, cloudy, mask, matched, base = self.scene(target, other, shape, int(rng.integers(0, 4)))
             r, c = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, c1 - c0 - pw + 1))
             win = (slice(r, r + ph), slice(c, c + pw))
-            x, cond = dihedral([self.coding.encode(clear[(slice(None), *win)]),
+            x, cond = dihedral([self.coding.target(clear[(slice(None), *win)], base[(slice(None), *win)]),
                                 self.coding.cond(cloudy[(slice(None), *win)], mask[win],
                                                  matched[(slice(None), *win)])], int(rng.integers(0, 8)))
             xs.append(x)
@@ -346,13 +390,18 @@ class CloudDataset:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "kind": "cloud", "task": "cloud", "scheme": "x = clear scene (13 bands); cond = [cloudy, mask, other "
-            "clear date radiometrically matched to the cloudy scene on its clear pixels]; cloudy = real cloud "
-            "probability p blended with a real overcast date, opacity clip((p - 0.4) / 0.4, 0, 1)",
+            "kind": "cloud", "task": "cloud", "scheme": (
+                "x = residual_scale * (clear - base) in band units, base = cloudy outside the mask and the matched "
+                "other date inside it" if self.coding.residual_scale is not None else "x = clear scene (13 bands)")
+            + "; cond = [cloudy, mask, other clear date radiometrically matched to the cloudy scene on its clear "
+            "pixels]; cloudy = real cloud probability p blended with a real overcast date, opacity "
+            "clip((p - 0.4) / 0.4, 0, 1)",
             "other_date": "radiometric_match(other, cloudy, mask) over the scene (training: the training columns)",
             "bands": list(range(1, self.channels + 1)), "patch_size": self.patch, "holdout": self.holdout,
             "holdout_units": "pixel columns [start, stop) of the 101x100 area", "train_columns": list(self.train_cols),
             "margin": self.margin, "clear_dates": self.clear, "cloud_layer_date": self.layer_date,
+            "date_pairs": [list(p) for p in self.pairs], "min_gap_days": self.min_gap_days,
+            "residual": self.coding.residual_scale is not None,
             "train_shape_dates": self.train_shapes, "eval_shape_dates": self.eval_shapes,
             "area_fingerprints": self.fingerprints, "normalization": self.coding.to_dict(),
             "source_files": [{"path": str(p), "sha256": sha256_file(p)} for p in self.paths.values()],
