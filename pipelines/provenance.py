@@ -16,11 +16,10 @@ The work is done in :mod:`scorerecon.modalities.io.rocrate`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from scorerecon.modalities.io.rocrate import build_crate, crate_to_prov, find_crate, verify
+from scorerecon.modalities.io.rocrate import build_crate, crate_to_prov, find_crate, read_crate, verify
 from scorerecon.pipelines.options import output_file
 
 
@@ -33,7 +32,7 @@ def _crate(args: argparse.Namespace) -> int:
 
 def _prov(args: argparse.Namespace) -> int:
     crate = find_crate(args.run_dir)
-    text = crate_to_prov(json.loads(crate.read_text())).serialize(format="json", indent=2)
+    text = crate_to_prov(read_crate(crate)).serialize(format="json", indent=2)
     if args.output:
         args.output.write_text(text + "\n")
         print(f"wrote {args.output}")

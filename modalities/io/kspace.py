@@ -265,7 +265,8 @@ def _twix_slab(image: Any, index: tuple, path: Path | None = None, z: int = 0) -
     file: the header checks cannot see either.
     """
     try:
-        block = np.asarray(image[index])  # (Lin, Cha, Col) after integer indexing of the other dims
+        with np.errstate(invalid="ignore", over="ignore"):  # corrupt samples are counted below, not warned about
+            block = np.asarray(image[index])  # (Lin, Cha, Col) after integer indexing of the other dims
     except Exception as exc:  # twixtools reads past the end of a truncated file with numpy errors
         raise InputError(path, f"twix data of z={z} cannot be read (truncated or corrupt file: "
                                f"{type(exc).__name__}: {exc})") from None
@@ -292,8 +293,8 @@ def _read_twix(path: Path) -> dict[str, xr.Dataset]:
         raise InputError(path, f"no image scan in the last measurement (has: {', '.join(mapped)})")
     if not any(m.is_flag_set("LASTSCANINMEAS") for m in scans[-1]["mdb"]):
         # twixtools stops quietly at the end of a truncated file; the scanner flags the last scan
-        raise InputError(path, "the last measurement has no scan flagged LASTSCANINMEAS: the file is truncated "
-                               "(or the acquisition was aborted)")
+        raise InputError(path, "twixtools stopped before the scan flagged LASTSCANINMEAS: the file is truncated "
+                               "or its scan headers are corrupt (or the acquisition was aborted)")
     image = mapped["image"]
     image.flags["remove_os"] = False
     dims = list(image.dims)

@@ -582,6 +582,18 @@ def find_crate(path: str | os.PathLike) -> Path:
                            "run `scorerecon provenance crate RUN_DIR` first")
 
 
+def read_crate(crate_path: str | os.PathLike) -> dict[str, Any]:
+    """A run's ``ro-crate-metadata.json``, parsed; a truncated or malformed crate is one :class:`InputError` line."""
+    try:
+        crate = json.loads(Path(crate_path).read_text())
+        if not isinstance(crate, dict) or not all(isinstance(e, dict) and "@id" in e for e in crate["@graph"]):
+            raise ValueError("@graph is not a list of entities with an @id")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(crate_path, f"not a readable RO-Crate ({type(exc).__name__}: {exc}); the run's "
+                                     "provenance record is damaged: rerun `scorerecon provenance crate`") from None
+    return crate
+
+
 def verify(output: str | os.PathLike, workdir: str | os.PathLike | None = None) -> list[str]:
     """Check ``output`` and everything it was made from against the run's crate.
 
@@ -593,7 +605,7 @@ def verify(output: str | os.PathLike, workdir: str | os.PathLike | None = None) 
         raise InputError(output, "no such file or folder")
     crate_path = find_crate(output)
     run_dir = crate_path.parent
-    graph = {e["@id"]: e for e in json.loads(crate_path.read_text())["@graph"]}
+    graph = {e["@id"]: e for e in read_crate(crate_path)["@graph"]}
     workdir = Path(workdir).resolve() if workdir else _workdir_of(graph, run_dir)
     made_by: dict[str, dict[str, Any]] = {}
     part_of: dict[str, str] = {}
