@@ -5,17 +5,29 @@ truth; single-coil k-space is simulated from them (``fft2c`` of the real image, 
 undersampled retrospectively with a fastMRI-style mask (``--mask random|equispaced|poisson``,
 ``--accel R``, centre fraction ``0.32 / R``, one mask for all slices, seeded by ``--seed``). The
 image is real, so the diffusion solvers use the real-image model (no phase; see
-:mod:`scorerecon.pipelines.tasks.mri`) in the card's intensity units. Baselines: zero-filled,
-sigpy TV and L1-wavelet (lambdas tuned on training slices).
+:mod:`scorerecon.pipelines.tasks.mri`), normalised per input (MR units are the scanner's, see
+:func:`~scorerecon.pipelines.tasks.intensity_mode`). Baselines: zero-filled, sigpy TV and
+L1-wavelet (lambdas tuned on training slices).
 
 CT (``--task ct``): HU slices of an image store (e.g. the head CT) are the ground truth;
 noise-free parallel-beam sinograms are simulated (``--views N`` uniform over [0, 180) or
 ``--arc DEG`` contiguous, 1 view/degree). Baselines: FBP, SART, TV (Chambolle-Pock).
 
 Diffusion solvers (``--solvers``, default all of ``dc, projection, dps, dds, prox``) use the
-checkpoint's prior with ``--nfe`` network evaluations each. Slices must lie in the checkpoint's
-held-out range (``data.holdout`` of its card): evaluating on training slices is refused, and no
-setting here was tuned on evaluation slices.
+checkpoint's prior with ``--nfe`` network evaluations each. Any data can be evaluated; only the
+slices the prior was trained on are refused, recognised by content (the input's source sha256
+and pixel fingerprints against the card's training sources, :mod:`scorerecon.pipelines.holdout`),
+and the result says which data it is: ``"data": "unseen"`` or ``"held-out slices of a training
+source"``. No setting here was tuned on evaluation slices.
+
+Pixel spacing: when the input's in-plane pixel differs from the prior's training spacing by more
+than 15 %, the diffusion solvers reconstruct on the prior's pixel size over the same field of
+view and map back (k-space crop/pad for MRI, the projector at the new pixel size for CT; the
+baselines stay on the input grid); ``params.grid`` records it (:mod:`scorerecon.pipelines.tasks.grid`).
+
+Warm start (``--warm-start tv --t0 0.2``, CCDF): every diffusion solver starts at ``t0`` from the
+named classical reconstruction diffused there; its NFE count only the steps run and its seconds
+include the initialiser's.
 
 Metrics (DESIGN.md section 3): MRI fastMRI conventions on magnitudes (PSNR with data range = max
 of the reference volume, SSIM per slice with skimage's 7x7 window, NMSE); CT on HU windowed to
@@ -34,7 +46,9 @@ from typing import Any
 import numpy as np
 
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.holdout import certify_slices
 from scorerecon.pipelines.options import DEVICE_HELP, device, float_range, int_range, output_file
+from scorerecon.pipelines.tasks.grid import prior_pixel_spacing, reconstruction_grid
 
 DEFAULT_CHECKPOINTS = {"mri": "checkpoints/brain_ddpm", "ct": "checkpoints/head_ct_ddpm"}
 CONVENTIONS = {
@@ -68,25 +82,11 @@ def parse_slices(text: str) -> list[int]:
     return sorted(out)
 
 
-def _check_holdout(card: dict[str, Any], slices: list[int], checkpoint: str) -> dict[str, Any]:
-    """Refuse slices the prior was trained on; return the holdout record for the JSON."""
-    data = card.get("data", {})
-    holdout = data.get("holdout") or {}
-    axis = data.get("slice_axis", "z")
-    if axis not in holdout:
-        raise InputError(checkpoint, f"model card has no held-out range along {axis!r}; cannot certify that the "
-                                     "evaluation slices were not used for training")
-    lo, hi = (int(v) for v in holdout[axis])
-    bad = [s for s in slices if not lo <= s < hi]
-    if bad:
-        raise InputError(checkpoint, f"slices {bad} were used to train this prior (held out: {axis} in [{lo}, {hi})); "
-                                     "evaluate on held-out slices only")
-    return {"axis": axis, "range": [lo, hi]}
-
-
-def _load_slices(store: Path, slices: list[int], variable: str = "image") -> tuple[np.ndarray, float]:
-    """Real slices ``(S, H, W)`` float32 of an image store and the in-plane pixel size (mm)."""
-    from scorerecon.modalities.io.store import load_checked, open_store
+def _load_slices(store: Path, slices: list[int], variable: str = "image"
+                 ) -> tuple[np.ndarray, tuple[float, float] | None, list[dict[str, Any]]]:
+    """Real slices ``(S, H, W)`` float32 of an image store, the in-plane pixel ``(dy, dx)`` in mm
+    (``None`` without coordinates) and the store's source-file records (path, sha256)."""
+    from scorerecon.modalities.io.store import attrs_json, load_checked, open_store
 
     ds = open_store(store)
     if variable not in ds.data_vars:
@@ -101,10 +101,10 @@ def _load_slices(store: Path, slices: list[int], variable: str = "image") -> tup
     if outside:
         raise InputError(store, f"slices {outside} outside the volume (z has {n} slices)")
     data = load_checked(da.isel(z=slices).to_dataset(name="image"), store, finite=True).astype(np.float32)
-    spacing = 1.0
-    if "x" in da.coords and da.sizes["x"] > 1:
-        spacing = float(abs(da.coords["x"].values[1] - da.coords["x"].values[0])) or 1.0
-    return data, spacing
+    step = [float(abs(da.coords[d].values[1] - da.coords[d].values[0])) if d in da.coords and da.sizes[d] > 1
+            else 0.0 for d in ("y", "x")]
+    spacing = (step[0] or step[1], step[1] or step[0]) if any(step) else None
+    return data, spacing, list(attrs_json(ds, "source_files") or [])
 
 
 def prepare_slices(images: np.ndarray, crop: int | None = None, downsample: int = 1, square: bool = False
@@ -167,13 +167,23 @@ def _entry(family: str, metrics: dict[str, Any], nfe: int, seconds: float, **ext
             "nmse": round(metrics["nmse"], 6), "nfe": int(nfe), "seconds": round(float(seconds), 3), **extra}
 
 
-def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str | Path | None = None,
+def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoint: str | Path | None = None,
              accel: float = 4.0, mask: str = "random", views: int | None = None, arc: float | None = None,
              nfe: int | None = 50, seed: int = 0, solvers: list[str] | None = None, baselines: list[str] | None = None,
              crop: int | None = None, downsample: int = 1, device: str = "cpu",
              log: Any = None, variants: dict[str, dict[str, Any]] | None = None, coils: int = 1,
-             coil_maps: str = "true", samples: int = 1) -> dict[str, Any]:
-    """Run baselines and diffusion solvers on held-out slices; returns the result dict (schema above).
+             coil_maps: str = "true", samples: int = 1, warm_start: str | None = None, t0: float = 0.2,
+             resample: bool = True, images: np.ndarray | None = None,
+             pixel_spacing: tuple[float, float] | None = None,
+             source_files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run baselines and diffusion solvers on slices of ``store`` (or on ``images``); returns the result dict.
+
+    ``images`` ``(S, H, W)`` replaces the store for data no reader ingests (e.g. a raw slice):
+    then ``pixel_spacing`` ``(dy, dx)`` mm (``None``: unknown, no resampling), ``source_files``
+    (``[{"path", "sha256"}]``, for the holdout check) and ``slices`` (their indices in the
+    source) describe them and ``store`` is only a name. ``warm_start`` (a baseline name) and
+    ``t0`` warm-start every solver (a variant's ``"warm_start"``/``"t0"`` keys do it for one run);
+    ``resample=False`` keeps the solvers on the input grid whatever the prior's pixel spacing.
 
     ``variants`` adds named runs of a solver with other settings, e.g. ``{"dc_pc1000": {"solver":
     "dc", "nfe": 1000, "sampler": "pc"}}`` (score-SDE's predictor-corrector sampler at 1000 NFE
@@ -214,16 +224,33 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
     checkpoint = str(checkpoint or DEFAULT_CHECKPOINTS[task])
     model = load_score_model(checkpoint, device=device)
     model.eval()
-    holdout = _check_holdout(model.card, slices, checkpoint)
-    raw, spacing = _load_slices(Path(store), slices)
+    if images is None:
+        raw, spacing, files = _load_slices(Path(str(store)), slices)
+    else:
+        raw = np.asarray(images, dtype=np.float32).reshape(-1, *np.shape(images)[-2:])
+        spacing, files = pixel_spacing, list(source_files or [])
+        if raw.shape[0] != len(slices):
+            raise InputError(None, f"{raw.shape[0]} images for {len(slices)} slice indices")
+    holdout = certify_slices(model.card, slices, files, raw, checkpoint)
     truth = prepare_slices(raw, crop, downsample, square=task == "ct")
-    pixel_mm = spacing * downsample
-    params: dict[str, Any] = {"input": str(store), "slices": slices, "holdout": holdout, "checkpoint": checkpoint,
-                              "weights_sha256": model.card["weights"]["sha256"], "nfe": nfe, "seed": seed,
-                              "crop": crop, "downsample": downsample, "image_shape": list(truth.shape[-2:]),
-                              "pixel_size_mm": pixel_mm, "noise": "none (noise-free simulated measurements)",
-                              "hardware": describe(device)}
+    pixel = None if spacing is None else (spacing[0] * downsample, spacing[1] * downsample)
+    pixel_mm = 1.0 if pixel is None else pixel[1]
+    prior_mm, prior_from = prior_pixel_spacing(model.card)
+    grid = reconstruction_grid(truth.shape[-2:], pixel, prior_mm if resample else None)
+    grid["prior_pixel_from"] = prior_from if resample else "resampling switched off"
+    if task == "ct" and grid["resampled"]:
+        n = grid["shape"][1]
+        grid.update(shape=[n, n], pixel_mm=[pixel_mm * truth.shape[-1] / n] * 2)
+    params: dict[str, Any] = {"input": str(store), "slices": slices, "data": holdout["data"], "holdout": holdout,
+                              "checkpoint": checkpoint, "weights_sha256": model.card["weights"]["sha256"], "nfe": nfe,
+                              "seed": seed, "crop": crop, "downsample": downsample,
+                              "image_shape": list(truth.shape[-2:]), "pixel_size_mm": pixel_mm,
+                              "pixel_spacing_mm": None if pixel is None else list(pixel), "grid": grid,
+                              "noise": "none (noise-free simulated measurements)", "hardware": describe(device)}
+    if pixel is None:
+        params["pixel_size_note"] = "the input has no pixel spacing: 1 mm assumed, no resampling"
     methods: dict[str, dict[str, Any]] = {}
+    classical: dict[str, tuple[Any, float]] = {}  # name -> (physical image, seconds): warm-start initialisers
     say = log or (lambda msg: None)
 
     if task == "mri":
@@ -254,12 +281,14 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
             kspace, maps = simulate_singlecoil(reference, kmask), None
         baselines = list(MRI_BASELINES) if baselines is None else baselines
         for name, (img, secs) in mri_baselines(kspace, kmask, maps, tuple(baselines)).items():
+            classical[name] = (img, secs)
             methods[name] = _entry("classical", image_metrics(truth, img.abs()), 0, secs)
             say(f"{name}: {methods[name]['psnr']:.2f} dB")
         # multi-coil images carry the simulated phase: reconstruct real and imaginary parts as two
         # images (score-MRI) rather than give the real-image model an oracle phase the CS baselines lack
         problem = mri_problem(kspace, kmask, model.card["data"]["normalization"], maps,
-                              complex_mode="real" if coils == 1 else "channels", phase=None)
+                              complex_mode="real" if coils == 1 else "channels", phase=None,
+                              grid=tuple(grid["shape"]) if grid["resampled"] else None)
         params["complex_handling"] = problem.info
     else:
         from scorerecon.pipelines.tasks import reconstruct
@@ -273,37 +302,68 @@ def evaluate(task: str, store: str | Path, slices: list[int], *, checkpoint: str
         sino = simulate_sinogram(torch.from_numpy(truth), geometry, pixel_mm)
         baselines = list(CT_BASELINES) if baselines is None else baselines
         for name, (img, secs) in ct_baselines(sino, geometry, pixel_mm, tuple(baselines)).items():
+            classical[name] = (img, secs)
             methods[name] = _entry("classical", ct_metrics(truth, img[:, 0].numpy()), 0, secs)
             say(f"{name}: {methods[name]['psnr']:.2f} dB")
-        problem = ct_problem(sino, geometry, pixel_mm, model.card["data"]["normalization"])
+        problem = ct_problem(sino, geometry, pixel_mm, model.card["data"]["normalization"],
+                             grid=grid["shape"][0] if grid["resampled"] else None)
 
     if int(samples) < 1:
         raise InputError(None, f"--samples must be >= 1, got {samples}")
     params["samples"] = int(samples)
-    params["solver_settings"] = {s: problem.spec(s) for s in solvers}
-    runs = [(s, s, nfe, int(samples), {}) for s in solvers]
+    warm = {} if warm_start in (None, "none") else {"warm_start": warm_start, "t0": float(t0)}
+    params["warm_start"] = warm or None
+    params["solver_settings"] = {s: {**problem.spec(s), **warm} for s in solvers}
+    runs = [(s, s, nfe, int(samples), dict(warm)) for s in solvers]
     for name, variant in (variants or {}).items():
-        settings = dict(variant)
+        settings = {**warm, **dict(variant)}
         base, budget = settings.pop("solver"), int(settings.pop("nfe", nfe))
         draws = int(settings.pop("samples", samples))
         runs.append((name, base, budget, draws, settings))
-        volume = {k: settings[k] for k in ("tv_z", "admm") if k in settings}
-        step = {k: v for k, v in settings.items() if k not in volume}
+        extra = {k: settings[k] for k in ("tv_z", "admm", "warm_start", "t0") if k in settings}
+        step = {k: v for k, v in settings.items() if k not in extra}
         params["solver_settings"][name] = {**problem.spec(base, **step), "solver": base, "nfe": budget,
-                                           "samples": draws, **volume}
+                                           "samples": draws, **extra}
     for solver, base, budget, draws, settings in runs:
         run = reconstruct
         if "tv_z" in settings:
             from scorerecon.pipelines.tasks.volume import reconstruct_volume as run
+        settings, init_secs, init = dict(settings), 0.0, {}
+        source, start_t = settings.pop("warm_start", None), settings.pop("t0", None)
+        if source not in (None, "none"):
+            init_image, init_secs = _initialiser(source, classical, task, kspace if task == "mri" else sino,
+                                                 kmask if task == "mri" else geometry, maps if task == "mri" else None,
+                                                 pixel_mm)
+            init = {"init": init_image, "t_start": float(start_t if start_t is not None else t0)}
         with torch.no_grad():
-            rec = run(problem, model, base, nfe=budget, seed=seed, n_samples=draws, device=device, **settings)
+            rec = run(problem, model, base, nfe=budget, seed=seed, n_samples=draws, device=device, **init,
+                      **settings)
         est = rec.image.detach().cpu()
         metrics = image_metrics(truth, est.abs()) if task == "mri" else ct_metrics(truth, est[:, 0].numpy())
         residual = float(problem.residual(rec.model_state.cpu()).mean())
-        methods[solver] = _entry("diffusion", metrics, rec.nfe * draws, rec.seconds,
-                                 relative_data_residual=round(residual, 6), samples=draws)
+        extra = {"warm_start": source, "t0": init["t_start"]} if init else {}
+        methods[solver] = _entry("diffusion", metrics, rec.nfe * draws, rec.seconds + init_secs,
+                                 relative_data_residual=round(residual, 6), samples=draws, **extra)
         say(f"{solver}: {methods[solver]['psnr']:.2f} dB, {rec.nfe} NFE, {rec.seconds:.1f} s")
-    return {"task": task, "convention": CONVENTIONS[task], "params": params, "slices": slices, "methods": methods}
+    return {"task": task, "convention": CONVENTIONS[task], "data": holdout["data"], "params": params,
+            "slices": slices, "methods": methods}
+
+
+def _initialiser(name: str, classical: dict[str, tuple[Any, float]], task: str, measurement: Any, setting: Any,
+                 maps: Any, pixel_mm: float) -> tuple[Any, float]:
+    """The warm start's initial image (physical units, the input's grid) and its seconds: a baseline's
+    result, computed now if the run did not report that baseline."""
+    if name not in classical:
+        from scorerecon.pipelines.tasks import ct, mri
+
+        known = mri.MRI_BASELINES if task == "mri" else ct.CT_BASELINES
+        if name not in known:
+            raise InputError(None, f"--warm-start {name!r}: not a {task} baseline; choose from {list(known)}")
+        if task == "mri":
+            classical[name] = mri.mri_baselines(measurement, setting, maps, (name,))[name]
+        else:
+            classical[name] = ct.ct_baselines(measurement, setting, pixel_mm, (name,))[name]
+    return classical[name]
 
 
 def mean_variants(samples: int, solvers: tuple[str, ...] = ("dc", "projection", "dds", "prox"),
@@ -359,6 +419,8 @@ def markdown_table(result: dict[str, Any], primary: str | None = None) -> str:
 
     header = "| method | family | " + " | ".join(columns) + " | NFE | seconds |"
     lines = [header, "|" + "---|" * (len(columns) + 4)]
+    if result.get("data"):  # medical evaluations say whose data the rows are on
+        lines = [f"Data: {result['data']}", "", *lines]
     for name, m in methods.items():
         mark = " *" if best.get(m.get("family")) == name else ""
         cells = " | ".join(cell(m.get(c), c) for c in columns)
@@ -419,7 +481,8 @@ def _evaluate_medical(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                     accel=args.accel, mask=args.mask or "random", views=args.views, arc=args.arc, nfe=args.nfe,
                     seed=args.seed, solvers=_csv(args.solvers), baselines=_csv(args.baselines), crop=args.crop,
                     downsample=args.downsample, device=args.device, log=log, coils=args.coils,
-                    coil_maps=args.coil_maps, samples=args.samples or 1)
+                    coil_maps=args.coil_maps, samples=args.samples or 1, warm_start=args.warm_start, t0=args.t0,
+                    resample=not args.no_resample)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -477,6 +540,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--baselines", default=None, help="comma list of classical baselines (default: all)")
     parser.add_argument("--crop", type=int_range(1, 4096), default=None,
                         help="centre-crop to N x N (after --downsample)")
+    parser.add_argument("--warm-start", default=None,
+                        help="mri/ct: start every solver at --t0 from this baseline's result (tv, l1_wavelet, "
+                        "zero_filled; fbp, sart); none = from noise")
+    parser.add_argument("--t0", type=float, default=0.2, help="warm start: diffusion time to start at (default 0.2)")
+    parser.add_argument("--no-resample", action="store_true",
+                        help="mri/ct: keep the solvers on the input grid even when its pixel differs >15%% from "
+                        "the prior's")
     parser.add_argument("--downsample", type=int_range(1, 64), default=1,
                         help="MRI/CT: average F x F pixel blocks first")
     # natural images

@@ -1,7 +1,8 @@
 """``scorerecon evaluate`` and ``scorerecon reconstruct`` end to end on real demo data (tiny settings).
 
 evaluate: the JSON follows DESIGN.md section 3 and holds both families; training slices are
-refused. reconstruct: a store with the reconstruction (+ std for several samples) and its
+refused by content (source sha256, pixel fingerprint), any other data is evaluated and
+labelled. reconstruct: a store with the reconstruction (+ std for several samples) and its
 provenance; bad inputs give one line on stderr, exit 2, and leave no output behind.
 """
 
@@ -193,3 +194,43 @@ def test_ct_volume_variant_couples_the_slices_along_z(stores) -> None:
     assert coupled["nfe"] == flat["nfe"] == 4 and coupled["psnr"] != flat["psnr"]
     assert result["params"]["solver_settings"]["dds_tvz"]["tv_z"] == 0.05
     assert coupled["relative_data_residual"] < 0.05  # the volume step still fits the sinograms
+
+
+def test_evaluate_certifies_the_data_by_content(stores, tmp_path) -> None:
+    """Held-out slices of the training volume: evaluated, labelled as such; the training volume
+    re-saved under another name and dtype (another sha256, same pixels): its training slices
+    are still refused (pixel fingerprint) and its held-out ones accepted; another subject's
+    volume: evaluated as unseen data (and, at 2 mm against the prior's 1 mm, on the prior's grid)."""
+    import nibabel as nib
+    import numpy as np
+
+    from scorerecon.pipelines.errors import InputError
+    from scorerecon.pipelines.evaluate import evaluate, markdown_table
+    from scorerecon.pipelines.holdout import HELD_OUT, UNSEEN
+
+    _need(BRAIN)
+    tiny = {"nfe": 2, "seed": 0, "solvers": ["dc"], "baselines": ["zero_filled"]}
+    held = evaluate("mri", stores["brain"], [85], crop=48, **tiny)
+    assert held["data"] == held["params"]["data"] == HELD_OUT
+    assert held["params"]["holdout"]["same_source_sha256"]  # recognised by the source's sha256
+    assert markdown_table(held).startswith("Data: held-out slices of a training source")
+
+    colin = nib.load(DEMO / "colin27_t1.nii.gz")
+    copy = tmp_path / "renamed_float.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(colin.dataobj, dtype=np.float32), colin.affine), copy)
+    resaved = tmp_path / "resaved.zarr"
+    assert main(["ingest", str(copy), "-o", str(resaved), "--quiet"]) == 0
+    with pytest.raises(InputError, match=r"slices \[60\] were used to train"):
+        evaluate("mri", resaved, [60], crop=48, **tiny)
+    again = evaluate("mri", resaved, [90], crop=48, **tiny)
+    assert again["data"] == HELD_OUT and not again["params"]["holdout"]["same_source_sha256"]
+
+    other = tmp_path / "anatomical.zarr"
+    anat = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"  # a real 2 mm T1 of another subject
+    assert main(["ingest", str(anat), "-o", str(other), "--quiet"]) == 0
+    unseen = evaluate("mri", other, [12], **tiny)
+    assert unseen["data"] == UNSEEN
+    grid = unseen["params"]["grid"]
+    assert grid["resampled"] and grid["input_pixel_mm"] == [2.0, 2.0]
+    assert grid["shape"] == [2 * n for n in grid["input_shape"]]  # 2 mm -> the prior's 1 mm, same FOV
+    assert np.isfinite(unseen["methods"]["dc"]["psnr"])

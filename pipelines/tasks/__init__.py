@@ -190,6 +190,8 @@ class Problem:
 
     ``operator`` acts on model states shaped ``shape``; ``y`` is the model-space measurement;
     ``to_physical`` maps a model state to the physical image (complex for MRI, HU for CT);
+    ``from_physical`` is its inverse on the images the state can represent (a classical
+    reconstruction -> the warm start's initial state), ``None`` where there is none;
     ``info`` is JSON-able provenance (scaling, mask or geometry, complex handling).
     """
 
@@ -201,6 +203,7 @@ class Problem:
     channels_as_batch: bool = False
     #: modality-specific solver defaults, applied before the caller's overrides
     solver_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    from_physical: Callable[[Tensor], Tensor] | None = None
 
     def spec(self, solver: str, **overrides: Any) -> dict[str, Any]:
         """The settings ``solver`` runs with on this problem."""
@@ -284,11 +287,16 @@ def make_guidance(name: str, operator: LinearOperator, y: Tensor, spec: dict[str
 
 
 def run_sampler(model: Any, shape: tuple[int, ...], spec: dict[str, Any], guidance: Guidance, nfe: int,
-                seed: int, device: torch.device | str) -> SampleResult:
-    """THE call into :func:`~scorerecon.models.samplers.sample` for every task (swap point for batching)."""
+                seed: int, device: torch.device | str, x_init: Tensor | None = None,
+                t_start: float | None = None) -> SampleResult:
+    """THE call into :func:`~scorerecon.models.samplers.sample` for every task (swap point for batching).
+
+    ``x_init`` / ``t_start``: the warm start (model space), see :func:`~scorerecon.models.samplers.sample`.
+    """
     options = {"eta": spec["eta"]} if spec["sampler"] == "ddim" else {}
+    warm = {} if x_init is None else {"x_init": x_init, "t_start": t_start}
     return sample(model, shape, sampler=spec["sampler"], nfe=nfe, seed=seed, device=device,
-                  guidance=guidance, **options)
+                  guidance=guidance, **warm, **options)
 
 
 @dataclass
@@ -309,8 +317,14 @@ class Reconstruction:
 def reconstruct(problem: Problem, model: Any, solver: str, nfe: int = 50, seed: int = 0, n_samples: int = 1,
                 device: torch.device | str = "cpu",
                 guidance: Callable[[LinearOperator, Tensor], Guidance] | None = None,
+                init: Tensor | None = None, t_start: float | None = None,
                 **overrides: Any) -> Reconstruction:
     """Reconstruct ``problem`` with ``solver`` under ``model`` (``nfe`` network calls per sample).
+
+    Warm start (CCDF, Chung, Sim & Ye, CVPR 2022): ``init`` -- an estimate in physical units on
+    the problem's image grid, e.g. the TV reconstruction -- is mapped to the model's space
+    (:attr:`Problem.from_physical`), diffused to ``t_start`` and every sample runs its ``nfe``
+    steps from there with the solver's data step as usual (hard data consistency stays hard).
 
     ``n_samples > 1`` draws that many posterior samples (seeds ``seed, seed + 1, ...``) and
     returns their mean and the per-pixel std of the physical magnitude. ``guidance(operator, y)``,
@@ -321,12 +335,17 @@ def reconstruct(problem: Problem, model: Any, solver: str, nfe: int = 50, seed: 
     spec = problem.spec(solver, **overrides)
     wrapped = model if isinstance(model, SliceModel) else SliceModel(model, channels_as_batch=problem.channels_as_batch)
     y = problem.y.to(device)
+    x_init = None
+    if init is not None:
+        if problem.from_physical is None or t_start is None:
+            raise ValueError("a warm start needs t_start and a problem that maps images to the model space")
+        x_init = problem.from_physical(torch.as_tensor(init)).to(device)
     states, images, seeds = [], [], []
     nfe_used = 0
     start = time.perf_counter()
     for k in range(int(n_samples)):
         g = make_guidance(solver, problem.operator, y, spec) if guidance is None else guidance(problem.operator, y)
-        result = run_sampler(wrapped, problem.shape, spec, g, nfe, seed + k, device)
+        result = run_sampler(wrapped, problem.shape, spec, g, nfe, seed + k, device, x_init, t_start)
         states.append(result.x)
         images.append(problem.to_physical(result.x))
         seeds.append(seed + k)

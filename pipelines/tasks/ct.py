@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from scorerecon.modalities.ct.baselines import fbp_recon, sart_recon, tv_recon
-from scorerecon.modalities.ct.geometry import ParallelBeamGeometry
+from scorerecon.modalities.ct.geometry import ParallelBeamGeometry, default_n_det
 from scorerecon.modalities.ct.radon import ParallelBeamProjector
 from scorerecon.modalities.ct.units import MU_WATER_PER_MM, hu_to_mu, mu_to_hu
 from scorerecon.pipelines.tasks import (
@@ -39,6 +39,7 @@ from scorerecon.pipelines.tasks import (
     intensity_mode,
 )
 from scorerecon.pipelines.tasks import reconstruct as _reconstruct
+from scorerecon.pipelines.tasks.grid import resample_centred
 
 Tensor = torch.Tensor
 
@@ -51,14 +52,15 @@ CT_BASELINES: tuple[str, ...] = ("fbp", "sart", "tv")
 #: does not converge on the ill-conditioned Radon operator (the paper runs 1000 steps).
 CT_SOLVER_DEFAULTS: dict[str, dict[str, Any]] = {"dps": {"step_size": 0.3}}
 
-# one projector per geometry: its system matrix and operator norm are cached on it
-_PROJECTORS: dict[ParallelBeamGeometry, ParallelBeamProjector] = {}
+# one projector per geometry (and ray sampling): its system matrix and operator norm are cached on it
+_PROJECTORS: dict[tuple[ParallelBeamGeometry, int | None], ParallelBeamProjector] = {}
 
 
-def _projector(geometry: ParallelBeamGeometry) -> ParallelBeamProjector:
-    if geometry not in _PROJECTORS:
-        _PROJECTORS[geometry] = ParallelBeamProjector(geometry)
-    return _PROJECTORS[geometry]
+def _projector(geometry: ParallelBeamGeometry, n_samples: int | None = None) -> ParallelBeamProjector:
+    key = (geometry, n_samples)
+    if key not in _PROJECTORS:
+        _PROJECTORS[key] = ParallelBeamProjector(geometry, n_samples=n_samples)
+    return _PROJECTORS[key]
 
 
 def ct_geometry(image_size: int, views: int | None = None, arc_deg: float | None = None) -> ParallelBeamGeometry:
@@ -94,40 +96,61 @@ def _input_normalization(y: Tensor, geometry: ParallelBeamGeometry, pixel_size_m
 
 
 def ct_problem(sinogram: Tensor, geometry: ParallelBeamGeometry, pixel_size_mm: float,
-               normalization: dict[str, Any], dagger_iter: int = 30) -> Problem:
+               normalization: dict[str, Any], dagger_iter: int = 30, grid: int | None = None) -> Problem:
     """The model-space problem for line integrals ``(B, 1, n_angles, n_det)``.
 
     ``normalization`` is the CT prior's ``data.normalization`` (HU ``values`` -> ``range``); by
     :func:`~scorerecon.pipelines.tasks.intensity_mode` a ``fixed`` window (HU are physical) is
     used as it is and any other card is resolved on the input's FBP image.
     ``dagger_iter`` bounds the CG iterations of the least-squares projection (``dc``).
+    ``grid`` ``N'``: reconstruct on ``N' x N'`` pixels of ``N p / N'`` mm over the same field of view
+    (the prior's pixel size, :mod:`scorerecon.pipelines.tasks.grid`): the projector of that grid
+    keeps the measured detector bins and angles, so it predicts the sinogram as measured; images
+    in and out of the problem stay on the input's ``N x N`` grid.
     """
     y = torch.as_tensor(sinogram, dtype=torch.float32)
     if y.ndim == 3:
         y = y[:, None]
     if y.ndim != 4 or tuple(y.shape[-2:]) != geometry.sinogram_shape:
         raise ValueError(f"expected sinograms (B, 1, {geometry.n_angles}, {geometry.n_det}), got {tuple(y.shape)}")
-    op = _projector(geometry)
     intensity = intensity_mode(normalization)
     if intensity == "auto":
         normalization = _input_normalization(y, geometry, pixel_size_mm, normalization)
     a_h, b_h = affine_from_normalization(normalization)
-    k = MU_WATER_PER_MM * float(pixel_size_mm)
+    n_in = geometry.image_size
+    n = n_in if grid is None else int(grid)
+    pixel = float(pixel_size_mm) * n_in / n
+    if n == n_in:
+        op = _projector(geometry)
+    else:  # the grid's pixels, the measured bins: det_spacing in the grid's pixel units
+        op = _projector(ParallelBeamGeometry(n, geometry.angles_deg, geometry.n_det,
+                                             geometry.det_spacing * n / n_in, geometry.angular_step_deg,
+                                             name=geometry.name), n_samples=default_n_det(n))
+    k = MU_WATER_PER_MM * pixel
     a, b = k * a_h / 1000.0, k * (1.0 + b_h / 1000.0)
     c = 1.0 / op.operator_norm()
-    n = geometry.image_size
     shape = (int(y.shape[0]), 1, n, n)
     y_model = c * (y - b * op.A(torch.ones(shape))) / a
     info = {"geometry": geometry.config(), "pixel_size_mm": float(pixel_size_mm),
             "normalization": {"values": [float(v) for v in normalization["values"]],
                               "range": [float(v) for v in normalization["range"]]},
             "intensity": intensity, "operator_norm": 1.0 / c}
+    if n != n_in:
+        info["grid"] = {"shape": [n, n], "pixel_size_mm": pixel, "input_shape": [n_in, n_in],
+                        "projector": op.geometry.config(), "back": "cubic spline about the centre pixel"}
 
-    def to_physical(m: Tensor) -> Tensor:  # -> HU
-        return a_h * m + b_h
+    def to_physical(m: Tensor) -> Tensor:  # -> HU on the input's grid
+        hu = a_h * m + b_h
+        return hu if n == n_in else resample_centred(hu, (n_in, n_in), (pixel, pixel), (pixel_size_mm,) * 2)
+
+    def from_physical(hu: Tensor) -> Tensor:
+        hu = torch.as_tensor(hu, dtype=torch.float32).reshape(-1, 1, n_in, n_in)
+        if n != n_in:
+            hu = resample_centred(hu, (n, n), (pixel_size_mm,) * 2, (pixel, pixel))
+        return (hu - b_h) / a_h
 
     return Problem(ModelSpaceOperator(op, scale=c, dagger_iter=dagger_iter), y_model, shape, to_physical, info,
-                   solver_defaults=CT_SOLVER_DEFAULTS)
+                   solver_defaults=CT_SOLVER_DEFAULTS, from_physical=from_physical)
 
 
 def reconstruct_ct(sinogram: Tensor, geometry: ParallelBeamGeometry, pixel_size_mm: float, model: Any,

@@ -43,6 +43,7 @@ phase-encode axis is ``ky`` (dim -2).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -55,6 +56,7 @@ from scorerecon.modalities.mri.operators import (
     CartesianMRI,
     MulticoilMRI,
     channels_to_complex,
+    complex_to_channels,
     fft2c,
     ifft2c,
 )
@@ -72,6 +74,7 @@ Tensor = torch.Tensor
 __all__ = [
     "MRI_BASELINES",
     "acs_size",
+    "calibrate_coils",
     "lowres_phase",
     "mri_baselines",
     "mri_problem",
@@ -166,6 +169,34 @@ def acs_espirit_maps(kspace: Tensor, mask: Tensor, max_calib: int = 24) -> tuple
     return maps, calib
 
 
+def calibrate_coils(kspace: Tensor, mask: Tensor, max_calib: int = 24) -> tuple[Tensor, dict[str, Any]]:
+    """Coil maps ``(S, C, H, W)`` for masked k-space ``(S, C, H, W)``, and a JSON-able record of how.
+
+    ESPIRiT on the fully sampled centre when it is at least 8 lines wide (:func:`acs_espirit_maps`);
+    otherwise -- data acquired without one, e.g. 2-D variable-density sampling -- JSENSE on the
+    measured samples of the central block (:func:`scorerecon.modalities.mri.coils.jsense_maps`),
+    with the jointly estimated low-resolution image phase folded into the maps
+    (``record["phase_in_maps"]``: the image is then real and needs no ACS phase estimate). Raises
+    ``ValueError`` when the centre is too sparsely sampled (< 25 %) to calibrate from.
+    """
+    from scorerecon.modalities.mri.coils import jsense_maps
+    from scorerecon.modalities.mri.masks import central_density
+
+    if min(acs_size(mask)) >= 8:
+        maps, calib = acs_espirit_maps(kspace, mask, max_calib)
+        return maps, {"method": "ESPIRiT (sigpy EspiritCalib)", "calib_width": calib, "phase_in_maps": False}
+    width = min(32, *kspace.shape[-2:])
+    density = central_density(mask, width)
+    if density < 0.25:
+        raise ValueError(f"no fully sampled centre and only {100 * density:.0f} % of the central {width}x{width} "
+                         "block sampled: too little to calibrate coil maps from")
+    pairs = [jsense_maps(kspace[i], calib_width=width) for i in range(kspace.shape[0])]
+    maps = torch.stack([m * torch.exp(1j * phase).to(m.dtype) for m, phase in pairs])
+    return maps, {"method": "JSENSE/NLINV on the measured samples (sigpy JsenseRecon), low-resolution image "
+                            "phase folded into the maps", "calib_width": width,
+                  "calib_density": round(density, 3), "phase_in_maps": True}
+
+
 def espirit_kernel_width(calib: int) -> int:
     """ESPIRiT kernel width for a ``calib``-line square calibration block: about a third of it, 3..6.
 
@@ -226,7 +257,7 @@ def _auto_normalization(kspace: Tensor, sens_maps: Tensor | None, normalization:
 
 def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sens_maps: Tensor | None = None,
                 complex_mode: str = "real", phase: str | Tensor | None = "auto",
-                intensity: str | None = None) -> Problem:
+                intensity: str | None = None, grid: tuple[int, int] | None = None) -> Problem:
     """The model-space problem for masked k-space ``(B, C, H, W)`` (complex) and a mask ``(H, W)``.
 
     ``normalization``: the model card's ``data.normalization`` (``values`` and ``range``).
@@ -236,6 +267,9 @@ def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sen
     (a real object), else ``"acs"``; or a phase tensor ``(B, 1, H, W)`` in radians. ``sens_maps`` ``(C, H, W)`` or
     ``(B, C, H, W)`` are required for ``C > 1``. ``intensity``: ``None`` (default) = the card's rule
     (:func:`~scorerecon.pipelines.tasks.intensity_mode`), or ``"auto"`` / ``"card"`` (module docstring).
+    ``grid`` ``(H', W')``: reconstruct on that matrix over the same field of view (the prior's pixel
+    size, :func:`~scorerecon.pipelines.tasks.grid.reconstruction_grid`); images in and out of the
+    problem stay on the input's grid.
     """
     kspace = torch.as_tensor(kspace)
     if kspace.ndim == 3:
@@ -247,6 +281,8 @@ def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sen
     b, c, h, w = kspace.shape
     mask = torch.as_tensor(mask, dtype=torch.float32)
     kspace = kspace.to(torch.complex64) * mask
+    if grid is not None and tuple(int(g) for g in grid) != (h, w):
+        return _resampled_problem(kspace, mask, normalization, sens_maps, complex_mode, phase, intensity, grid)
     if c > 1 and sens_maps is None:
         raise ValueError("multi-coil k-space needs sens_maps (e.g. ESPIRiT from the ACS block)")
     value_range = tuple(normalization.get("range", (-1.0, 1.0)))
@@ -304,10 +340,69 @@ def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sen
         def to_physical(m: Tensor) -> Tensor:
             x = channels_to_complex(_real_embed(a * m + off))
             return x if phase_map is None else x * torch.exp(1j * phase_map.to(x.device)).to(x.dtype)
+
+        def from_physical(x: Tensor) -> Tensor:  # the real image in the phase's frame
+            x = torch.as_tensor(x).to(torch.complex64).reshape(-1, 1, h, w)
+            if phase_map is not None:
+                x = x * torch.exp(-1j * phase_map.to(x.device)).to(x.dtype)
+            return (x.real - off) / a
     else:
         def to_physical(m: Tensor) -> Tensor:
             return channels_to_complex(a * m + off)
-    return Problem(operator, y_model, shape, to_physical, info, channels_as_batch=complex_mode == "channels")
+
+        def from_physical(x: Tensor) -> Tensor:
+            return (complex_to_channels(torch.as_tensor(x).to(torch.complex64).reshape(-1, 1, h, w)) - off) / a
+    return Problem(operator, y_model, shape, to_physical, info, channels_as_batch=complex_mode == "channels",
+                   from_physical=from_physical)
+
+
+def _resampled_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sens_maps: Tensor | None,
+                       complex_mode: str, phase: str | Tensor | None, intensity: str | None,
+                       grid: tuple[int, int]) -> Problem:
+    """:func:`mri_problem` on a ``grid`` matrix over the same FOV (another pixel size), mapped back after.
+
+    Zero-padding k-space adds unmeasured outer frequencies (mask 0); cropping sets the outer
+    measured lines aside, and :attr:`Problem.to_physical` puts them back on the input's grid
+    (single coil: as measured; multi-coil: SENSE-combined with the maps), so the data a crop
+    leaves out still reach the result. See :mod:`scorerecon.pipelines.tasks.grid`.
+    """
+    from scorerecon.pipelines.tasks.grid import centre_crop_pad, fourier_resample, kept_band
+
+    b, c, h, w = kspace.shape
+    grid = (int(grid[0]), int(grid[1]))
+    scale = math.sqrt(grid[0] * grid[1] / float(h * w))
+    band = kept_band((h, w), grid)
+    k_grid = centre_crop_pad(kspace * band, grid, nyquist=True) * scale
+    m_grid = (centre_crop_pad((mask * band).reshape(1, h, w), grid, nyquist=True)[0] > 0).to(torch.float32)
+    maps = None if sens_maps is None else fourier_resample(torch.as_tensor(sens_maps), grid)
+    if isinstance(phase, Tensor):
+        phase = torch.angle(fourier_resample(torch.exp(1j * phase.reshape(-1, 1, h, w)), grid))
+    inner = mri_problem(k_grid, m_grid, normalization, maps, complex_mode, phase, intensity)
+    aside = kspace * (1.0 - band)  # measured lines the grid does not hold (a crop); nothing for a pad
+    native_maps = None if sens_maps is None else torch.as_tensor(sens_maps).to(torch.complex64).reshape(-1, c, h, w)
+
+    cropped = bool((band < 1).any())
+
+    def to_physical(m: Tensor) -> Tensor:
+        x = fourier_resample(inner.to_physical(m), (h, w))
+        if cropped:  # the lines the grid did not hold: as measured (zero where unmeasured)
+            x = ifft2c(fft2c(x) * band.to(x.device))
+            extra = ifft2c(aside.to(x.device))
+            if native_maps is not None:
+                maps_ = native_maps.to(x.device)
+                extra = (maps_.conj() * extra).sum(1, keepdim=True) / (maps_.abs() ** 2).sum(1, keepdim=True).clamp_min(
+                    1e-12)
+            x = x + extra
+        return x
+
+    def from_physical(x: Tensor) -> Tensor:
+        return inner.from_physical(fourier_resample(torch.as_tensor(x).reshape(-1, 1, h, w), grid))
+
+    info = {**inner.info, "grid": {"shape": list(grid), "input_shape": [h, w], "kspace": "zero-padded (unmeasured)"
+                                   if grid[0] >= h and grid[1] >= w else "cropped; outer measured lines restored "
+                                   "on the input grid", "scale": scale}}
+    return Problem(inner.operator, inner.y, inner.shape, to_physical, info, inner.channels_as_batch,
+                   inner.solver_defaults, from_physical)
 
 
 def reconstruct_mri(kspace: Tensor, mask: Tensor, model: Any, solver: str = "dds", nfe: int = 50, seed: int = 0,
