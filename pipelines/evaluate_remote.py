@@ -20,12 +20,15 @@ Cloud removal (``--clear FILE --cloudy FILE [--mask FILE] [--samples N]``): ``.n
 ``(time, y, x, band)`` of clear dates and their paired cloudy versions (e.g. made by
 :mod:`scorerecon.modalities.optical.clouds` from real cloud shapes: ``benchmarks/cloud.py``
 writes them), masks ``(time, y, x[, 1])`` (without ``--mask``: the multi-temporal blue test).
-Each date is restored with the *adjacent* date of the clear stack as the "other clear date".
-When a clear date is one of the model's training dates (recognised by its fingerprint), only the
-card's held-out columns are evaluated. Baselines: nearest clear date (plain and radiometrically
-matched) and biharmonic inpainting; the diffusion model draws ``--samples`` posterior samples
-(default 8) and is scored on their mean; ``coverage90`` is the fraction of masked reference
-values inside mean +- 1.645 std.
+Each date is restored with the *adjacent* date of the clear stack as the "other clear date"
+(``evaluate_cloud(other_dates=...)`` picks others: ``benchmarks/cloud.py`` pairs dates weeks
+apart). When a clear date is one of the model's training dates (recognised by its fingerprint),
+only the card's held-out columns are evaluated. Baselines: nearest clear date (plain and
+radiometrically matched) and biharmonic inpainting; the diffusion model draws ``--samples``
+posterior samples (default 8) and is scored on their mean composited with the input (outside
+the mask the input itself: ``outside_equal`` checks it); ``coverage90`` is the fraction of masked
+reference values inside the split-conformal 90 % interval fitted on the training area
+(:func:`calibrate_cloud`), ``coverage90_raw`` inside mean +- 1.645 std.
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ CONVENTIONS = {
                   "QNR = (1-D_lambda)(1-D_s).",
     "cloud": "TOA reflectance; regions: inside / outside the cloud mask; PSNR with data range = max of the clear "
              "reference; SSIM: skimage 7x7 uniform window, map averaged over the region; SAM degrees; MAE; "
-             "coverage90: fraction of masked reference values within posterior mean +- 1.645 std.",
+             "outside_equal: fraction of values outside the mask equal to the input bit for bit; coverage90: "
+             "fraction of masked reference values within the split-conformal 90 % interval (coverage90_raw: "
+             "posterior mean +- 1.645 std).",
 }
 
 
@@ -260,8 +265,17 @@ def _load_pairs(clear_path: Path, cloudy_path: Path, mask_path: Path | None
 
 def evaluate_cloud(clear_path: Path, cloudy_path: Path, mask_path: Path | None, *, checkpoint: str | None = None,
                    nfe: int = 10, samples: int = 8, seed: int = 0, baselines: list[str] | None = None,
-                   device: str = "cpu", log: Any = None) -> dict[str, Any]:
-    """Baselines and the diffusion model's posterior on every date of the stacks (held-out columns)."""
+                   device: str = "cpu", log: Any = None, other_dates: list[int] | None = None) -> dict[str, Any]:
+    """Baselines and the diffusion model's posterior on every date of the stacks (held-out columns).
+
+    Date ``t`` is restored with clear date ``other_dates[t]`` of the stack as the other date
+    (default: the adjacent one). The diffusion output is the composited posterior mean
+    (:func:`~scorerecon.pipelines.reconstruct_remote.cloud_scene`): ``outside_equal`` is the
+    fraction of values outside the mask equal to the input bit for bit; ``coverage90`` uses the
+    checkpoint's split-conformal calibration when it applies to these settings
+    (``coverage90_raw``: the uncalibrated mean +- 1.645 std). ``result["per_date"]`` has every
+    date's metrics.
+    """
     import torch
 
     from scorerecon.modalities.optical.baselines import CLOUD_BASELINES
@@ -269,7 +283,7 @@ def evaluate_cloud(clear_path: Path, cloudy_path: Path, mask_path: Path | None, 
     from scorerecon.modalities.optical.datasets import area_fingerprint
     from scorerecon.modalities.optical.metrics import cloud_metrics, interval_coverage
     from scorerecon.pipelines.hardware import describe
-    from scorerecon.pipelines.reconstruct_remote import cloud_scene, load_task_model
+    from scorerecon.pipelines.reconstruct_remote import cloud_scene, cloud_settings, load_calibration, load_task_model
 
     say = log or (lambda msg: None)
     if samples < 2:
@@ -281,8 +295,16 @@ def evaluate_cloud(clear_path: Path, cloudy_path: Path, mask_path: Path | None, 
     if unknown:
         raise InputError(None, f"unknown baseline(s) {unknown}; choose from {list(CLOUD_BASELINES)}")
     clear, cloudy, masks = _load_pairs(clear_path, cloudy_path, mask_path)
+    n_dates = clear.shape[0]
+    if other_dates is None:
+        other_dates = [t - 1 if t > 0 else t + 1 for t in range(n_dates)]
+    if len(other_dates) != n_dates or any(not 0 <= o < n_dates or o == t for t, o in enumerate(other_dates)):
+        raise InputError(clear_path, f"other_dates {other_dates}: need one other date (0..{n_dates - 1}, not itself) "
+                                     "per date")
+    calibration = load_calibration(checkpoint)
+    off = ["no calibration file"] if calibration is None else calibration.mismatches(**cloud_settings(samples, nfe))
     known = set(card["data"].get("area_fingerprints", []))
-    training_area = any(area_fingerprint(clear[t]) in known for t in range(clear.shape[0]))
+    training_area = any(area_fingerprint(clear[t]) in known for t in range(n_dates))
     if training_area:
         x0, x1 = card["data"]["holdout"]["x"]
         cols, held = slice(int(x0), int(x1)), f"training area: held-out columns [{x0}, {x1}) only"
@@ -291,19 +313,21 @@ def evaluate_cloud(clear_path: Path, cloudy_path: Path, mask_path: Path | None, 
     scenes = np.moveaxis(clear, -1, 1).astype(np.float64)[..., cols]
     inputs = np.moveaxis(cloudy, -1, 1).astype(np.float64)[..., cols]
     acc: dict[str, list[dict[str, float]]] = {}
+    per_date: list[dict[str, Any]] = []
     secs: dict[str, float] = {}
     nfe_used = 0
-    for t in range(scenes.shape[0]):
-        other_t = t - 1 if t > 0 else t + 1
-        other = scenes[other_t]
+    for t in range(n_dates):
+        other = scenes[other_dates[t]]
         mask = masks[t][:, cols].astype(bool) if masks is not None else multitemporal_mask(inputs[t], other)
         if not mask.any():
             continue
+        row: dict[str, Any] = {"date": t, "other_date": int(other_dates[t]), "cloud_fraction": float(mask.mean()),
+                               "methods": {}}
         for name in baselines:
             start = time.perf_counter()
             est = CLOUD_BASELINES[name](inputs[t], mask, other)
             secs[name] = secs.get(name, 0.0) + time.perf_counter() - start
-            acc.setdefault(name, []).append(cloud_metrics(scenes[t], est, mask))
+            row["methods"][name] = cloud_metrics(scenes[t], est, mask)
         start = time.perf_counter()
         with torch.no_grad():
             mean, std, run = cloud_scene(model, card["data"], inputs[t], mask.astype(np.float32), other, nfe=nfe,
@@ -311,10 +335,18 @@ def evaluate_cloud(clear_path: Path, cloudy_path: Path, mask_path: Path | None, 
         secs["diffusion"] = secs.get("diffusion", 0.0) + time.perf_counter() - start
         nfe_used = run.nfe
         m = cloud_metrics(scenes[t], mean, mask)
-        m["coverage90"] = interval_coverage(scenes[t], mean, std, mask, 0.9)
+        m["outside_equal"] = float((mean[:, ~mask] == inputs[t][:, ~mask]).mean()) if (~mask).any() else 1.0
+        m["coverage90_raw"] = interval_coverage(scenes[t], mean, std, mask, 0.9)
+        if not off:
+            half = calibration.half_width(std, mask)
+            m["coverage90"] = float((np.abs(scenes[t] - mean) <= half)[:, mask].mean())
         m["std_inside"] = float(std[:, mask].mean())
-        acc.setdefault("diffusion", []).append(m)
-        say(f"date {t}: diffusion PSNR inside {m['psnr_inside']:.2f} dB, coverage {m['coverage90']:.3f}")
+        row["methods"]["diffusion"] = m
+        per_date.append(row)
+        say(f"date {t} (other {other_dates[t]}): diffusion PSNR inside {m['psnr_inside']:.2f} dB, coverage "
+            f"{m.get('coverage90', float('nan')):.3f}")
+        for name, metrics in row["methods"].items():
+            acc.setdefault(name, []).append(metrics)
     if not acc:
         raise InputError(mask_path or cloudy_path, "no date has any cloudy pixel in the evaluated area")
     methods = {}
@@ -323,13 +355,64 @@ def evaluate_cloud(clear_path: Path, cloudy_path: Path, mask_path: Path | None, 
         fam = "diffusion" if name == "diffusion" else "classical"
         methods[name] = _entry(fam, mean_metrics, nfe_used * samples if fam == "diffusion" else 0, secs[name])
     params = {"clear": str(clear_path), "cloudy": str(cloudy_path), "mask": str(mask_path) if mask_path else
-              "multi-temporal blue test", "holdout": held, "dates": int(scenes.shape[0]),
-              "evaluated_shape": list(scenes.shape[-2:]), "other_date": "adjacent date of the clear stack",
+              "multi-temporal blue test", "holdout": held, "dates": int(n_dates),
+              "evaluated_shape": list(scenes.shape[-2:]), "other_dates": list(map(int, other_dates)),
               "checkpoint": checkpoint, "weights_sha256": card["weights"]["sha256"], "nfe_per_sample": nfe,
               "samples": samples, "seed": seed, "sampler": "ddim (eta 1)", "hardware": describe(device),
+              "composite": "outside the mask the input; inside the posterior mean, feathered",
+              "interval": "split conformal (checkpoint calibration)" if not off else f"uncalibrated: {', '.join(off)}",
               "averaging": "metrics per date, then the mean over dates"}
     return {"task": "cloud", "convention": CONVENTIONS["cloud"], "params": params, "methods": methods,
-            "_primary": "psnr_inside"}
+            "per_date": per_date, "_primary": "psnr_inside"}
+
+
+def calibrate_cloud(checkpoint: str | None = None, *, nfe: int = 10, samples: int = 8, seed: int = 0,
+                    level: float = 0.9, edges: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0), min_gap_days: int = 21,
+                    device: str = "cpu", log: Any = None) -> Any:
+    """Fit and save the checkpoint's split-conformal interval calibration on its *training* area.
+
+    Calibration scenes: the card's training columns, its training cloud shapes and every pair of
+    its clear dates at least ``min_gap_days`` apart (as evaluated), cloudy scenes made as in
+    training. Scores ``|clear - mean| / std`` of :func:`cloud_scene`'s composite inside the mask,
+    grouped by band and by distance to the nearest clear pixel (``edges``). Held-out columns,
+    shapes and every evaluation input stay untouched. Writes ``interval_calibration.json``
+    beside the weights and returns the :class:`~scorerecon.modalities.optical.conformal.IntervalCalibration`.
+    """
+    import torch
+
+    from scorerecon.modalities.optical import clouds
+    from scorerecon.modalities.optical.conformal import IntervalCalibration, distance_groups, normalised_scores
+    from scorerecon.pipelines.reconstruct_remote import CALIBRATION_FILE, cloud_scene, cloud_settings, load_task_model
+
+    say = log or (lambda msg: None)
+    model, checkpoint = load_task_model("cloud", checkpoint, device)
+    data = model.card["data"]
+    stack = clouds.load_stack(clouds.REMOTE_DIR / "s2_l1c_reference_scenes.npy")
+    probs = clouds.load_stack(clouds.REMOTE_DIR / "s2_cloud_probability.npy")[..., 0]
+    shape_masks = clouds.load_stack(clouds.REMOTE_DIR / "s2_cloud_mask.npy")[..., 0].astype(bool)
+    c0, c1 = data["train_columns"]
+    scenes = np.moveaxis(stack, -1, 1).astype(np.float64)[..., c0:c1]
+    layer = scenes[data["cloud_layer_date"]]
+    pairs = clouds.date_pairs(clouds.reference_dates(), list(data["clear_dates"]), min_gap_days)
+    scores, groups = [], []
+    for t, o in pairs:
+        for shape in data["train_shape_dates"]:
+            mask = shape_masks[shape][:, c0:c1]
+            if not mask.any():
+                continue
+            cloudy = clouds.blend(scenes[t], clouds.cloud_opacity(probs[shape][:, c0:c1]), layer).astype(np.float64)
+            with torch.no_grad():
+                mean, std, _ = cloud_scene(model, data, cloudy, mask.astype(np.float32), scenes[o], nfe=nfe,
+                                           samples=samples, seed=seed + shape, device=device)
+            scores.append(normalised_scores(scenes[t], mean, std, mask))
+            groups.append(distance_groups(mask, list(edges)))
+        say(f"calibration pair {t} <- {o}: {len(scores)} scenes so far")
+    source = (f"training columns [{c0}, {c1}), training cloud shapes {list(data['train_shape_dates'])}, date pairs "
+              f"{[list(p) for p in pairs]} (>= {min_gap_days} days apart), {len(scores)} scenes")
+    cal = IntervalCalibration.fit(np.concatenate(scores, 1), np.concatenate(groups), level, list(edges),
+                                  cloud_settings(samples, nfe), source)
+    cal.save(Path(checkpoint) / CALIBRATION_FILE)
+    return cal
 
 
 def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:

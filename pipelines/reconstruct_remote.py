@@ -51,6 +51,10 @@ DEFAULT_CHECKPOINTS = {"pansharpen": "checkpoints/landsat8_pansharpen", "cloud":
 #: (DDIM steps per sample, samples) when --nfe / --samples are not given
 DEFAULT_SAMPLING = {"pansharpen": (2, 5), "cloud": (10, 8)}
 HALO = 12  # coarse MS pixels read around a tile for the interpolation
+#: cloud removal: length (pixels) of the composite's ramp inside the mask (:func:`.clouds.feather`)
+FEATHER_RADIUS = 2.0
+#: the split-conformal interval calibration, beside the cloud checkpoint's weights
+CALIBRATION_FILE = "interval_calibration.json"
 MULTIPLE = 4  # the tiny/small UNets downsample twice
 
 
@@ -149,16 +153,22 @@ def pansharpen_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, *
 
 def cloud_scene(model: Any, card_data: dict[str, Any], cloudy: Any, mask: Any, other: Any, *, nfe: int = 10,
                 samples: int = 8, seed: int = 0, tile: int = 64, overlap: float = 0.25,
-                batch_size: int | None = None, device: str = "cpu", eta: float = 1.0
-                ) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Posterior mean and std ``(B, H, W)`` of the clear scene under ``cloudy`` (reflectance).
+                batch_size: int | None = None, device: str = "cpu", eta: float = 1.0,
+                feather_radius: float = FEATHER_RADIUS) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The clear scene under ``cloudy`` (reflectance ``(B, H, W)``): composited mean and its std.
 
     The other date is first radiometrically matched to ``cloudy`` on its clear pixels over the
     whole scene (:func:`~scorerecon.modalities.optical.baselines.radiometric_match`, as in
-    training). ``samples`` independent samples (each its own tile seeds) go through the engine
-    together.
+    training); a residual model (card ``normalization.residual_scale``) generates the difference
+    from the matched nearest-date composite. ``samples`` posterior samples (each one coherent
+    image with its own seed) go through the engine together. Their mean is composited with the
+    input (:func:`~scorerecon.modalities.optical.clouds.composite`, weight
+    :func:`~scorerecon.modalities.optical.clouds.feather` ``(mask, feather_radius)``): outside
+    the mask the result *is* ``cloudy``, bit for bit, and the returned std is ``weight x`` the
+    samples' std (0 there).
     """
-    from scorerecon.modalities.optical.baselines import radiometric_match
+    from scorerecon.modalities.optical.baselines import radiometric_match, temporal
+    from scorerecon.modalities.optical.clouds import composite, feather
     from scorerecon.modalities.optical.datasets import CloudCoding
     from scorerecon.pipelines.engine import TileItem
     from scorerecon.pipelines.tiling import TileGrid
@@ -168,28 +178,33 @@ def cloud_scene(model: Any, card_data: dict[str, Any], cloudy: Any, mask: Any, o
     if bands != len(coding.lo) or other.shape[0] != bands:
         raise InputError(None, f"cloud removal needs {len(coding.lo)} bands in the cloudy and the other date, "
                                f"got {cloudy.shape[0]} and {other.shape[0]}")
-    other = radiometric_match(np.asarray(other), np.asarray(cloudy), np.asarray(mask) > 0.5)
+    cloudy = np.asarray(cloudy)
+    binary = np.asarray(mask) > 0.5
+    other = radiometric_match(np.asarray(other), cloudy, binary)
+    base = coding.encode(temporal(cloudy, binary, other)) if coding.residual_scale is not None else None
     h, w = cloudy.shape[-2:]
     (hp, wp), size = _grid_shape(h, w, tile, overlap)
     grids = [TileGrid((bands, hp, wp), size, overlap, source=f"sample{i}") for i in range(samples)]
 
     def read(t: Any) -> Any:
-        (r0, r1), (c0, c1) = ((s.start, s.stop) for s in t.slices)
-        cond = coding.cond(_window(cloudy, (r0, r1), (c0, c1)), _window(mask, (r0, r1), (c0, c1)) > 0.5,
-                           _window(other, (r0, r1), (c0, c1)))
-        return TileItem(t, cond=torch.from_numpy(cond))
+        rows, cols = ((s.start, s.stop) for s in t.slices)
+        cond = coding.cond(_window(cloudy, rows, cols), _window(binary, rows, cols) > 0.5, _window(other, rows, cols))
+        data = {} if base is None else {"base": torch.from_numpy(_window(base, rows, cols).astype(np.float32))}
+        return TileItem(t, cond=torch.from_numpy(cond), data=data)
 
     lo = torch.as_tensor(coding.lo, dtype=torch.float32)[None, :, None, None]
     hi = torch.as_tensor(coding.hi, dtype=torch.float32)[None, :, None, None]
 
     def post(batch: Any, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() + 1) / 2 * (hi - lo).to(x.device) + lo.to(x.device)
+        v = x.float() if base is None else batch.data["base"] + x.float() / coding.residual_scale
+        return (v + 1) / 2 * (hi - lo).to(x.device) + lo.to(x.device)
 
     engine = _engine(model, device, seed, batch_size)
     result = engine.run(grids, read, sampler="ddim", nfe=nfe, postprocess=post, eta=eta, fuse=True)
     stack = torch.stack([result.outputs[g.source][:, :h, :w] for g in grids]).double()
     std = stack.std(0, unbiased=True) if samples > 1 else torch.zeros_like(stack[0])
-    return stack.mean(0).numpy(), std.numpy(), result
+    weight = feather(binary, feather_radius)
+    return composite(cloudy, stack.mean(0).numpy(), weight), weight[None] * std.numpy(), result
 
 
 # ------------------------------------------------------------------------------------------------
@@ -279,7 +294,7 @@ def _single_grid(path: Path, what: str) -> Any:
 def _cloud_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, Any]]:
     import xarray as xr
 
-    from scorerecon.modalities.optical.clouds import multitemporal_mask
+    from scorerecon.modalities.optical.clouds import feather, multitemporal_mask
 
     if args.other is None:
         raise InputError(None, "--task cloud needs --other CLEAR.zarr (another clear date of the same grid)")
@@ -305,16 +320,47 @@ def _cloud_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, A
     mean, std, run = cloud_scene(model, model.card["data"], c, mask.astype(np.float32), o, nfe=args.nfe,
                                  samples=samples, seed=args.seed, tile=args.tile, overlap=args.overlap,
                                  batch_size=args.batch_size, device=args.device)
+    observed = feather(mask, FEATHER_RADIUS) == 0  # outside the mask: the input's own values, bit for bit
+    image = np.where(observed[None], np.asarray(cloudy.data), mean * scale).astype(np.float32)
     coords = {"band": cloudy["band"].values, "y": cloudy_ds["y"].values, "x": cloudy_ds["x"].values,
               "spatial_ref": cloudy_ds["spatial_ref"]}
-    out = xr.Dataset({"image": (("band", "y", "x"), (mean * scale).astype(np.float32)),
+    out = xr.Dataset({"image": (("band", "y", "x"), image),
                       "std": (("band", "y", "x"), (std * scale).astype(np.float32)),
                       "cloud_mask": (("y", "x"), mask.astype(np.uint8))}, coords=coords)
-    out["std"].attrs["description"] = f"per-pixel std over {samples} posterior samples"
+    out["image"].attrs["description"] = (f"outside the cloud mask the input; inside, the mean of {samples} posterior "
+                                         f"samples, blended into the input over {FEATHER_RADIUS:g} px")
+    out["std"].attrs["description"] = f"per-pixel std over {samples} posterior samples (x the blend weight)"
+    calibration = load_calibration(args.checkpoint or DEFAULT_CHECKPOINTS["cloud"])
+    settings = cloud_settings(samples, args.nfe)
+    interval = "none: the checkpoint has no interval calibration"
+    if calibration is not None:
+        off = calibration.mismatches(**settings)
+        if off:
+            interval = f"none: the calibration does not apply to {', '.join(off)}"
+        else:
+            out["interval90"] = (("band", "y", "x"), (calibration.half_width(std, mask) * scale).astype(np.float32))
+            out["interval90"].attrs["description"] = (
+                f"half-width of the split-conformal {calibration.level:.0%} interval image +- interval90 "
+                f"({calibration.source})")
+            interval = "interval90 (split conformal, calibrated on the training area)"
     info = {"task": "cloud", "samples": samples, "nfe": run.nfe, "sampler": "ddim", "eta": 1.0, "seed": args.seed,
             "tile": args.tile, "overlap": args.overlap, "mask": mask_source, "other_date": str(args.other),
-            "reflectance_scale": scale, "cloud_fraction": float(mask.mean())}
+            "reflectance_scale": scale, "cloud_fraction": float(mask.mean()), "feather_radius": FEATHER_RADIUS,
+            "interval": interval}
     return out, info
+
+
+def cloud_settings(samples: int, nfe: int, eta: float = 1.0) -> dict[str, Any]:
+    """The sampling an interval calibration is tied to (see :class:`~.conformal.IntervalCalibration`)."""
+    return {"samples": int(samples), "nfe": int(nfe), "eta": float(eta), "feather_radius": FEATHER_RADIUS}
+
+
+def load_calibration(checkpoint: str | Path) -> Any:
+    """The checkpoint's :class:`~scorerecon.modalities.optical.conformal.IntervalCalibration`, or ``None``."""
+    from scorerecon.modalities.optical.conformal import IntervalCalibration
+
+    path = Path(checkpoint) / CALIBRATION_FILE
+    return IntervalCalibration.load(path) if path.exists() else None
 
 
 def run_remote(args: argparse.Namespace) -> int:

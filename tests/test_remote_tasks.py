@@ -164,9 +164,14 @@ def test_evaluate_cloud_cli_writes_json(tmp_path, capsys):
     assert "held-out columns [67, 100)" in result["params"]["holdout"]
     assert result["params"]["evaluated_shape"] == [101, 33]
     d = result["methods"]["diffusion"]
-    assert d["nfe"] == 4 and result["params"]["samples"] == 2 and 0.0 <= d["coverage90"] <= 1.0
+    assert d["nfe"] == 4 and result["params"]["samples"] == 2 and 0.0 <= d["coverage90_raw"] <= 1.0
     for key in ("psnr_inside", "ssim_inside", "sam_inside", "mae_inside", "psnr_outside"):
         assert np.isfinite(d[key])
+    # outside the mask the output is the input, bit for bit: same outside scores as the baselines
+    assert d["outside_equal"] == 1.0 and d["psnr_outside"] == result["methods"]["temporal"]["psnr_outside"]
+    # the interval calibration was fitted for 8 samples x 10 NFE: not applied to 2 x 2, and said so
+    assert "coverage90" not in d and result["params"]["interval"].startswith("uncalibrated")
+    assert [row["other_date"] for row in result["per_date"]] == [1, 0]
     capsys.readouterr()
     assert "does not pair" in _one_line_error(capsys, ["evaluate", "--task", "cloud", "--clear",
                                                        str(tmp_path / "clear.npy"), "--cloudy",
@@ -252,6 +257,12 @@ def test_reconstruct_cloud_keeps_the_georeference(tmp_path, capsys):
     assert tuple(res["image"].rio.transform()) == tuple(transform) and res["image"].rio.crs.to_epsg() == 32633
     assert res.attrs["reconstruction"]["mask"].startswith("multi-temporal")
     assert 0.0 < res.attrs["reconstruction"]["cloud_fraction"] < 1.0
+    # observed pixels are kept: outside the mask the output is the input bit for bit, with zero std
+    clear_px = res["cloud_mask"].values == 0
+    cloudy_in = np.moveaxis(cloudy, -1, 0).astype(np.float32)
+    assert np.array_equal(res["image"].values[:, clear_px], cloudy_in[:, clear_px])
+    assert (res["std"].values[:, clear_px] == 0).all() and (res["std"].values[:, ~clear_px] > 0).any()
+    assert "interval90" not in res and res.attrs["reconstruction"]["interval"].startswith("none")
     capsys.readouterr()
     assert "--other" in _one_line_error(capsys, ["reconstruct", "--task", "cloud", "--input",
                                                  str(tmp_path / "cloudy.zarr"), "-o", str(tmp_path / "x.zarr")])
