@@ -115,3 +115,35 @@ def test_npy_shapes(tmp_path: Path, twix_kspace: np.ndarray, ndim: int, capsys: 
     expected = arr.reshape((1,) * (4 - ndim) + arr.shape) if ndim != 3 else arr[:, None]
     assert ds["kspace"].dtype == np.complex64
     np.testing.assert_array_equal(ds["kspace"].values, expected.astype(np.complex64))
+
+
+def _write_bart(base: Path, arr: np.ndarray) -> Path:
+    """Write ``arr`` (BART dims order READ, PHS1, PHS2, COIL) as a BART pair, Fortran order on disk."""
+    base.with_suffix(".hdr").write_text("# Dimensions\n" + " ".join(map(str, arr.shape + (1,) * 12)) + "\n")
+    np.asfortranarray(arr).T.tofile(base.with_suffix(".cfl"))
+    return base.with_suffix(".cfl")
+
+
+def test_bart_axes_rule() -> None:
+    assert ks.bart_axes([1, 180, 230, 8]) == (1, 2, 0)  # kx PHS1, ky PHS2, z READ: one plane
+    assert ks.bart_axes([256, 200, 1, 8]) == (0, 1, 2)  # 2-D: kx READ, ky PHS1
+    assert ks.bart_axes([256, 1, 200, 8]) == (0, 2, 1)  # kx READ, ky PHS2
+    assert ks.bart_axes([256, 200, 64, 8]) == (0, 1, 2)  # 3-D: z is PHS2, as stored
+    assert ks.bart_axes([1, 1, 64, 1]) == (0, 2, 1)  # one line: ky PHS2, kx READ (size 1)
+
+
+def test_bart_plane_with_transformed_readout_is_one_slice(tmp_path: Path, twix_kspace: np.ndarray) -> None:
+    """BART's in-vivo layout ``1 PHS1 PHS2 COIL`` (readout transformed, one position taken) is one
+    k-space plane: ``(coil, 1, PHS2, PHS1)``, not PHS2 one-line slices."""
+    plane = twix_kspace[:, 0]  # (coil 2, 160, 320) real k-space
+    arr = plane.transpose(2, 1, 0)[None]  # (READ 1, PHS1 320, PHS2 160, COIL 2)
+    cfl = _write_bart(tmp_path / "invivo", arr)
+    ds = ks.read([cfl])["/"]
+    assert ds["kspace"].shape == (2, 1, 160, 320)
+    np.testing.assert_array_equal(ds["kspace"].values, twix_kspace)
+    assert ds.attrs["bart_axes"] == {"kx": "PHS1", "ky": "PHS2", "z": "READ"}
+    # a 3-D array keeps READ, PHS1 in plane and PHS2 as z (one chunk per z)
+    vol = np.stack([twix_kspace[:, 0], 0.5 * twix_kspace[:, 0], 0.25 * twix_kspace[:, 0]], axis=1)  # (C, z, ky, kx)
+    ds3 = ks.read([_write_bart(tmp_path / "vol", vol.transpose(3, 2, 1, 0))])["/"]
+    np.testing.assert_array_equal(ds3["kspace"].values, vol)
+    assert ds3["kspace"].chunks[1] == (1, 1, 1) and ds3.attrs["bart_axes"]["z"] == "PHS2"

@@ -31,7 +31,14 @@ Formats
     * BART ``.cfl``/``.hdr``: the ``.hdr`` lists dims in Fortran order ``READ, PHS1, PHS2, COIL,
       ...`` and the ``.cfl`` is raw little-endian complex64, Fortran order. The format is two
       lines of text plus a raw array, so it is parsed here directly (BART's own ``cfl.py`` does
-      the same); dims beyond COIL must be 1.
+      the same); dims beyond COIL must be 1. Spatial dims map to ``(z, ky, kx)`` by one rule
+      (:func:`bart_axes`): the two-dimensional k-space plane is made of the non-singleton spatial
+      dims, the lower BART dim being ``kx``, the higher ``ky``, and the singleton one is ``z``.
+      So 2-D data ``(READ, PHS1, 1)`` are ``kx`` = READ, ``ky`` = PHS1, and a plane of a 3-D scan
+      whose readout was transformed and one position taken, ``(1, PHS1, PHS2)`` (BART's in-vivo
+      example ``1 180 230 8``), is ``kx`` = PHS1, ``ky`` = PHS2 -- one 180 x 230 slice, not 230
+      one-line slices. With three non-singleton dims ``z`` is PHS2 (``kx`` READ, ``ky`` PHS1), kept
+      as stored. ``attrs["bart_axes"]`` records the mapping.
     * fastMRI HDF5 (``.h5``): dataset ``kspace`` shaped ``(slices, coils, ky, kx)`` or
       ``(slices, ky, kx)`` (single coil); ``ismrmrd_header`` and file attrs are kept.
     * ``.npy`` complex arrays: ndim 2, 3, 4 read as ``(ky, kx)``, ``(coil, ky, kx)``,
@@ -145,9 +152,29 @@ def _read_bart(paths: list[Path]) -> dict[str, xr.Dataset]:
     size = cfl.stat().st_size
     if size != count * 8:
         raise InputError(cfl, f"size {size} bytes does not match dims {dims[:4]} ({count * 8} bytes of complex64)")
-    arr = np.memmap(cfl, dtype="<c8", mode="r", shape=tuple(dims[:4]), order="F")  # (kx, ky, z, coil)
-    data = da.from_array(arr, chunks=(-1, -1, 1, -1), asarray=False).transpose(3, 2, 1, 0)
-    return {"/": _dataset(cfl, data, "bart", [hdr, cfl], {"bart_dims": dims})}
+    kx, ky, z = bart_axes(dims)
+    arr = np.memmap(cfl, dtype="<c8", mode="r", shape=tuple(dims[:4]), order="F")  # (READ, PHS1, PHS2, COIL)
+    chunks = tuple(1 if axis == z else -1 for axis in range(4))
+    data = da.from_array(arr, chunks=chunks, asarray=False).transpose(3, z, ky, kx)
+    names = ("READ", "PHS1", "PHS2")
+    extra = {"bart_dims": dims, "bart_axes": {"kx": names[kx], "ky": names[ky], "z": names[z]}}
+    if dims[z] > 1:
+        extra["z_encoding"] = "PHS2 as given (Fourier-encoded kz unless transformed before saving)"
+    return {"/": _dataset(cfl, data, "bart", [hdr, cfl], extra)}
+
+
+def bart_axes(dims: list[int]) -> tuple[int, int, int]:
+    """Which BART spatial dims (0 READ, 1 PHS1, 2 PHS2) become ``kx``, ``ky`` and ``z``.
+
+    The rule (module docstring): the 2-D plane is made of the non-singleton spatial dims, the
+    lower BART dim as ``kx`` (BART's fastest axis, as for READ, PHS1 of 2-D data) and the higher
+    as ``ky``; ``z`` is the one left. ``(1, 180, 230)`` -> ``kx`` PHS1, ``ky`` PHS2, ``z`` READ (one
+    slice); ``(256, 256, 1)`` -> READ, PHS1, PHS2; three non-singleton dims keep READ, PHS1, PHS2.
+    """
+    spatial = [int(n) for n in dims[:3]]
+    order = [i for i in range(3) if spatial[i] > 1] + [i for i in range(3) if spatial[i] == 1]
+    kx, ky = sorted(order[:2])
+    return kx, ky, order[2]
 
 
 # ------------------------------------------------------------------------------------ fastMRI

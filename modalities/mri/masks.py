@@ -24,11 +24,19 @@ package is not a dependency and its masks are numpy/seed-state based; the arithm
 2D mask: :func:`poisson_disc_mask` wraps ``sigpy.mri.poisson`` (variable-density Poisson-disc,
 Lustig et al. / Vasanawala et al.) with a fully sampled ``calib`` box at the centre.
 
+Masks of acquired data: :func:`sampling_mask` reads the pattern off the k-space itself (a sample
+was acquired where any coil of any slice holds a non-zero value: unacquired samples of Cartesian
+data are stored as exact zeros, as BART, fastMRI and twix write them), and
+:func:`central_density` says how densely the centre was sampled (what calibration can use when
+there is no fully sampled block, :func:`scorerecon.modalities.mri.coils.jsense_maps`).
+
 The same ``seed`` always gives the same mask (numpy ``RandomState`` / sigpy's own seed), on any
 machine; the mask is then moved to whatever device the operator runs on.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import sigpy.mri
@@ -39,11 +47,13 @@ Tensor = torch.Tensor
 __all__ = [
     "acceleration_of",
     "center_columns",
+    "central_density",
     "default_center_fraction",
     "equispaced_1d_mask",
     "make_mask",
     "poisson_disc_mask",
     "random_1d_mask",
+    "sampling_mask",
 ]
 
 
@@ -135,3 +145,28 @@ def acceleration_of(mask: Tensor) -> float:
     """Realised acceleration ``numel / n_sampled`` of a binary mask."""
     mask = torch.as_tensor(mask)
     return float(mask.numel() / mask.count_nonzero().clamp_min(1))
+
+
+def sampling_mask(kspace: Any) -> Tensor:
+    """The sampling pattern ``(H, W)`` float32 of acquired k-space ``(..., H, W)`` (numpy or torch).
+
+    1 where any coil / slice holds a non-zero sample, 0 where every one is exactly zero (not
+    acquired).
+    """
+    k = torch.as_tensor(np.asarray(kspace)) if not isinstance(kspace, torch.Tensor) else kspace
+    if k.ndim < 2:
+        raise ValueError(f"expected k-space (..., H, W), got shape {tuple(k.shape)}")
+    sampled = (k.abs() > 0).reshape(-1, *k.shape[-2:]).any(dim=0)
+    return sampled.to(torch.float32).cpu()
+
+
+def central_density(mask: Tensor, width: int) -> float:
+    """Fraction of sampled entries in the centred ``width x width`` block of a mask ``(H, W)``.
+
+    The block contains the DC sample ``(H // 2, W // 2)`` and is clipped to the matrix.
+    """
+    m = torch.as_tensor(mask)
+    h, w = m.shape[-2:]
+    bh, bw = min(int(width), h), min(int(width), w)
+    r0, c0 = h // 2 - bh // 2, w // 2 - bw // 2
+    return float((m[..., r0:r0 + bh, c0:c0 + bw] > 0).float().mean())
