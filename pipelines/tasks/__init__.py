@@ -27,6 +27,10 @@ Solvers (:data:`SOLVERS`; all spend at most ``nfe`` network evaluations, 50 or f
                x0_hat||^2`` before the DDIM update (the network's ``eps`` is kept).
 ``prox``       an exact proximal data step on ``x0_hat`` (DiffPIR, Zhu et al., CVPRW 2023): the
                same objective solved to convergence (closed form or CG), inside DDIM.
+``dds_tta``    ``dds`` with test-time adaptation (Barbano et al. 2023; DDIP, Chung & Ye, ECCV
+               2024): a LoRA adapter of the prior, shared by the batch's slices, takes one Adam
+               step on ``||A x0_hat - y||^2`` after every update
+               (:mod:`scorerecon.models.adaptation`; one backward pass per step, no extra NFE).
 ============== ===============================================================================
 
 Model space. Priors see images normalised to their training range (``[-1, 1]``) and operators
@@ -57,6 +61,7 @@ from typing import Any
 import torch
 import torch.nn.functional as nnf
 
+from scorerecon.models.adaptation import TestTimeAdaptation
 from scorerecon.models.guidance import (
     ConjugateGradientDataStep,
     DPSGuidance,
@@ -86,7 +91,7 @@ __all__ = [
     "solver_spec",
 ]
 
-SOLVERS: tuple[str, ...] = ("dc", "projection", "dps", "dds", "prox")
+SOLVERS: tuple[str, ...] = ("dc", "projection", "dps", "dds", "prox", "dds_tta")
 
 #: Per-solver sampler and guidance settings, never tuned on evaluation slices. Literature defaults
 #: except the DPS step: DDS 5 CG steps (as the paper); ``eta = 0.85`` for the DDIM-based
@@ -103,6 +108,9 @@ DEFAULT_SOLVERS: dict[str, dict[str, Any]] = {
     "dps": {"sampler": "ddim", "eta": 1.0, "step_size": 2.0},
     "dds": {"sampler": "ddim", "eta": 0.85, "cg_iter": 5, "lam": 1e-2},
     "prox": {"sampler": "ddim", "eta": 0.85, "lam": 1e-2},
+    # adapter settings chosen on a tuning slice that no benchmark reports (benchmarks/adaptation.py)
+    "dds_tta": {"sampler": "ddim", "eta": 0.85, "cg_iter": 5, "lam": 1e-2, "adapter": "lora", "rank": 4,
+                "lr": 1e-3, "every": 1},
 }
 
 
@@ -272,8 +280,13 @@ class SliceModel:
 # --------------------------------------------------------------------------------------------
 # solvers
 # --------------------------------------------------------------------------------------------
-def make_guidance(name: str, operator: LinearOperator, y: Tensor, spec: dict[str, Any] | None = None) -> Guidance:
-    """The :mod:`~scorerecon.models.guidance` object of solver ``name`` on ``(operator, y)``."""
+def make_guidance(name: str, operator: LinearOperator, y: Tensor, spec: dict[str, Any] | None = None,
+                  model: Any = None) -> Guidance:
+    """The :mod:`~scorerecon.models.guidance` object of solver ``name`` on ``(operator, y)``.
+
+    ``dds_tta`` needs the prior's network (``model``): its guidance owns an adapted copy of it,
+    :attr:`~scorerecon.models.adaptation.TestTimeAdaptation.model`, which the sampler must run.
+    """
     spec = solver_spec(name) if spec is None else spec
     if name in ("dc", "projection"):
         return MeasurementProjection(operator, y, lam=spec["lam"], on="state")
@@ -283,6 +296,11 @@ def make_guidance(name: str, operator: LinearOperator, y: Tensor, spec: dict[str
         return ConjugateGradientDataStep(operator, y, n_iter=spec["cg_iter"], lam=spec["lam"])
     if name == "prox":
         return ProximalDataStep(operator, y, lam=spec["lam"])
+    if name == "dds_tta":
+        if model is None:
+            raise ValueError("solver 'dds_tta' adapts the prior: make_guidance needs its network (model=)")
+        return TestTimeAdaptation(model, operator, y, make_guidance("dds", operator, y, spec), adapter=spec["adapter"],
+                                  rank=spec["rank"], lr=spec["lr"], every=spec["every"])
     raise ValueError(f"unknown solver {name!r}; expected one of {list(SOLVERS)}")
 
 
@@ -344,8 +362,12 @@ def reconstruct(problem: Problem, model: Any, solver: str, nfe: int = 50, seed: 
     nfe_used = 0
     start = time.perf_counter()
     for k in range(int(n_samples)):
-        g = make_guidance(solver, problem.operator, y, spec) if guidance is None else guidance(problem.operator, y)
-        result = run_sampler(wrapped, problem.shape, spec, g, nfe, seed + k, device, x_init, t_start)
+        g = make_guidance(solver, problem.operator, y, spec, wrapped.model) if guidance is None \
+            else guidance(problem.operator, y)
+        net = wrapped  # test-time adaptation samples with its own adapted copy of the prior
+        if isinstance(g, TestTimeAdaptation):
+            net = SliceModel(g.model, wrapped.multiple, wrapped.channels_as_batch)
+        result = run_sampler(net, problem.shape, spec, g, nfe, seed + k, device, x_init, t_start)
         states.append(result.x)
         images.append(problem.to_physical(result.x))
         seeds.append(seed + k)

@@ -1,0 +1,192 @@
+"""Test-time adaptation of a score prior to the measurement (steerable conditional diffusion / DDIP).
+
+A prior trained on one subject is mis-calibrated on another (contrast, scale, anatomy). Barbano
+et al. ("Steerable conditional diffusion for out-of-distribution adaptation in medical image
+reconstruction", 2023) and Chung & Ye ("Deep diffusion image prior for efficient OOD adaptation in
+3D inverse problems", DDIP / D3IP, ECCV 2024) fine-tune a *small* parameter set of the prior
+**during sampling**, with a self-supervised data-consistency loss on the measurement itself::
+
+    theta <- Adam step on  ||A x0_hat_theta(x_t, t) - y||^2 / ||y||^2
+
+where ``x0_hat_theta`` is the adapted network's Tweedie estimate at the sampler's current state.
+The loss sums over the batch, so one adapter is shared by all slices of a volume (D3IP's volume
+form): each slice's measurement steers the same few parameters.
+
+Two adapters (:func:`adapt_model`), both the identity at the start (the adapted model's output is
+bitwise the base model's until the first step):
+
+``"lora"`` (default)
+    a rank-``r`` update ``W + (alpha / r) B A`` of every ``Conv2d`` / ``Conv3d`` kernel (``A``:
+    ``r x (c_in k^d)``, random; ``B``: ``c_out x r``, zero), the ConvLoRA form of loralib
+    (Hu et al. 2021 for linear layers). About 6 % of the tiny UNet's weights at rank 4; it can
+    change what every layer computes, in a few directions each.
+``"norm"``
+    the GroupNorm affine parameters (per-channel gain and shift of every feature map) plus the
+    output convolution: ~0.6 % of the weights. A per-channel recalibration of the features,
+    the cheapest change that can follow a new contrast or intensity scale.
+
+The benchmark (``benchmarks/adaptation.py``) compares both; LoRA is the default for the reason
+given there. Implementation: the adapted model is a ``copy.deepcopy`` of the loaded model with
+every base weight frozen, so the caller's model and the weights on disk never change; the LoRA
+update is registered with PyTorch's own weight-reparametrisation mechanism
+(``torch.nn.utils.parametrize``), so the convolutions run unmodified MONAI code. Hand-written
+because the one library that does LoRA (``peft``) is not a dependency here and would pull several
+in, while a conv LoRA is one parametrisation of a few lines.
+
+:class:`TestTimeAdaptation` is a :class:`~scorerecon.models.guidance.Guidance` that wraps
+another guidance (the data step of the solver, e.g. DDS's conjugate-gradient step) and owns the
+adapted model; the sampler must be run on :attr:`TestTimeAdaptation.model`. Cost: it asks the
+sampler for the autograd graph of its own network call (``requires_grad``, as DPS does), so an
+adaptation step adds **one backward pass and no network evaluation**: the step taken on the
+prediction at step ``i`` is used from step ``i + 1`` on (a one-step lag instead of DDIP's
+re-evaluation after the step, which would double the NFE). ``iters > 1`` adds ``iters - 1``
+network evaluations per adaptation step, counted by the sampler.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from scorerecon.models.guidance import Guidance, GuidanceContext, LinearOperator
+from scorerecon.models.parametrization import Prediction
+
+Tensor = torch.Tensor
+
+__all__ = ["ADAPTERS", "LowRankDelta", "TestTimeAdaptation", "adapt_model", "adapter_parameters"]
+
+ADAPTERS = ("lora", "norm")
+
+
+class LowRankDelta(nn.Module):
+    """A weight parametrisation ``W -> W + scale * (B A).reshape(W.shape)`` (ConvLoRA).
+
+    ``A`` (``rank x fan_in``) is drawn like a Kaiming-uniform layer from ``generator``; ``B``
+    (``c_out x rank``) starts at zero, so the parametrised weight starts equal to ``W``.
+    """
+
+    def __init__(self, weight_shape: torch.Size, rank: int, alpha: float, generator: torch.Generator) -> None:
+        super().__init__()
+        c_out, fan_in = int(weight_shape[0]), int(torch.Size(weight_shape[1:]).numel())
+        rank = max(1, min(int(rank), c_out, fan_in))
+        bound = 1.0 / fan_in**0.5
+        self.down = nn.Parameter((torch.rand(rank, fan_in, generator=generator) * 2 - 1) * bound)
+        self.up = nn.Parameter(torch.zeros(c_out, rank))
+        self.scale = float(alpha) / rank
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight + self.scale * (self.up @ self.down).to(weight.dtype).reshape(weight.shape)
+
+
+def adapt_model(model: nn.Module, adapter: str = "lora", rank: int = 4, alpha: float | None = None,
+                seed: int = 0) -> nn.Module:
+    """A copy of ``model`` whose only trainable parameters are the ``adapter``'s (see module doc).
+
+    ``model`` is not modified. ``alpha`` (LoRA's scale numerator) defaults to ``rank``, i.e. a
+    scale of 1; ``seed`` fixes the random ``A`` factors. The copy's trainable parameters are
+    :func:`adapter_parameters`.
+    """
+    if adapter not in ADAPTERS:
+        raise ValueError(f"unknown adapter {adapter!r}; expected one of {list(ADAPTERS)}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"test-time adaptation needs a network (torch.nn.Module), got {type(model).__name__}")
+    adapted = copy.deepcopy(model)
+    adapted.requires_grad_(False)
+    convs = [m for m in adapted.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    if adapter == "lora":
+        if not convs:
+            raise ValueError("LoRA adapter: the model has no convolution to adapt")
+        gen = torch.Generator().manual_seed(int(seed))
+        for conv in convs:
+            delta = LowRankDelta(conv.weight.shape, rank, float(rank if alpha is None else alpha), gen)
+            parametrize.register_parametrization(conv, "weight", delta.to(conv.weight.device))
+    else:
+        norms = [m for m in adapted.modules() if isinstance(m, nn.GroupNorm) and m.affine]
+        if not norms:
+            raise ValueError("norm adapter: the model has no GroupNorm with affine parameters")
+        for m in norms:
+            m.requires_grad_(True)
+        if convs:
+            convs[-1].requires_grad_(True)  # the output convolution (the last one registered)
+    return adapted
+
+
+def adapter_parameters(adapted: nn.Module) -> list[nn.Parameter]:
+    """The trainable parameters of a model made by :func:`adapt_model`, in a fixed order."""
+    return [p for p in adapted.parameters() if p.requires_grad]
+
+
+class TestTimeAdaptation(Guidance):
+    """Adapt ``model`` to ``(operator, y)`` while sampling; ``inner`` does the data step.
+
+    Sample with :attr:`model` (the adapted copy; wrap it as the base model would be, e.g. in a
+    whole-slice wrapper). After every ``every``-th predictor update (not the last), ``iters`` Adam
+    steps at rate ``lr`` lower ``||A x0_hat - y||^2 / ||y||^2`` over the whole batch, ``x0_hat``
+    being the adapted model's Tweedie estimate at the update's input state. :attr:`losses` keeps
+    the loss before each step and :attr:`backward_passes` the number of gradient evaluations.
+    """
+
+    __test__ = False  # not a pytest test class despite its name
+    requires_grad = True
+
+    def __init__(self, model: nn.Module, operator: LinearOperator, y: Tensor, inner: Guidance | None = None, *,
+                 adapter: str = "lora", rank: int = 4, lr: float = 1e-3, every: int = 1, iters: int = 1,
+                 seed: int = 0) -> None:
+        if lr <= 0 or every < 1 or iters < 1:
+            raise ValueError("need lr > 0, every >= 1 and iters >= 1")
+        self.model = adapt_model(model, adapter, rank, seed=seed)
+        self.parameters = adapter_parameters(self.model)
+        self.optimizer = torch.optim.Adam(self.parameters, lr=float(lr))
+        self.operator, self.y, self.inner = operator, y, inner or Guidance()
+        self.every, self.iters = int(every), int(iters)
+        self.losses: list[float] = []
+        self.backward_passes = 0
+
+    def loss(self, x0: Tensor) -> Tensor:
+        """The self-supervised data-consistency loss of a batch of ``x0`` estimates (one scalar)."""
+        y = self.y.to(x0)
+        return (self.operator.A(x0) - y).pow(2).sum() / y.pow(2).sum().clamp_min(torch.finfo(y.dtype).tiny)
+
+    def step(self, pred: Prediction) -> float:
+        """One Adam step on :meth:`loss` of ``pred.x0`` (``pred`` must carry the graph to the adapter)."""
+        with torch.enable_grad():  # samplers run under no_grad; x0 and the loss must join the graph
+            loss = self.loss(pred.x0)
+            grads = torch.autograd.grad(loss, self.parameters, allow_unused=True)
+        for p, g in zip(self.parameters, grads, strict=True):
+            p.grad = None if g is None else g.detach()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.backward_passes += 1
+        self.losses.append(float(loss.detach()))
+        return self.losses[-1]
+
+    def on_x0(self, x0_hat: Tensor, ctx: GuidanceContext) -> Tensor:
+        return self.inner.on_x0(x0_hat, ctx)
+
+    def on_state(self, x: Tensor, ctx: GuidanceContext) -> Tensor:
+        if ctx.stage == "predictor" and not ctx.is_last and ctx.step % self.every == 0:
+            pred = ctx.pred
+            for k in range(self.iters):
+                if k > 0 or not pred.output.requires_grad:
+                    pred = ctx.predict(ctx.x_t.detach())  # re-evaluated with the updated adapter; one NFE
+                self.step(pred)
+        return self.inner.on_state(x, ctx)
+
+    @property
+    def uses_x0(self) -> bool:
+        return self.inner.uses_x0
+
+    @property
+    def uses_state(self) -> bool:
+        return True
+
+    def record(self) -> dict[str, Any]:
+        """JSON-able summary: adapter size, steps taken, first and last loss."""
+        return {"adapter_parameters": int(sum(p.numel() for p in self.parameters)),
+                "adaptation_steps": self.backward_passes,
+                "dc_loss_first": round(self.losses[0], 6) if self.losses else None,
+                "dc_loss_last": round(self.losses[-1], 6) if self.losses else None}
