@@ -131,6 +131,7 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
 
     from scorerecon.modalities.io.kspace import image_to_kspace
     from scorerecon.modalities.io.store import open_store
+    from scorerecon.modalities.mri.masks import sampling_mask
     from scorerecon.pipelines.tasks import reconstruct
     from scorerecon.pipelines.tasks.mri import mask_info, mri_problem, phase_encode_mask
     from scorerecon.pipelines.tasks.volume import reconstruct_volume
@@ -150,8 +151,10 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
                                      f"{', '.join(map(str, ds.data_vars))}); --task mri needs a k-space store "
                                      "(scorerecon ingest RAW.dat|.h5|.cfl|.npy) or an MR image store")
     s, c, h, w = raw.shape
+    if args.mask == "auto":  # data acquired undersampled (unacquired samples are zeros) are taken as acquired
+        args.mask = "none" if float(sampling_mask(raw).mean()) < 0.95 else "random"
     if args.mask == "none":
-        mask = torch.from_numpy((np.abs(raw).sum(axis=(0, 1)) > 0).astype(np.float32))
+        mask = sampling_mask(raw)
         info["mask"] = {"kind": "as acquired", "realised_acceleration": round(float(mask.numel() / mask.sum()), 3)}
     else:
         if not args.accel > 1:
@@ -164,13 +167,13 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
     kspace = torch.from_numpy(raw) * mask
     maps = None
     if c > 1:
-        from scorerecon.pipelines.tasks.mri import acs_espirit_maps
+        from scorerecon.pipelines.tasks.mri import calibrate_coils
 
         try:
-            maps, calib = acs_espirit_maps(kspace, mask, args.calib)
+            maps, info["sens_maps"] = calibrate_coils(kspace, mask, args.calib)
         except ValueError as exc:
             raise InputError(args.input, f"{exc} (use a lower --accel or --mask poisson)") from None
-        info["sens_maps"] = {"method": "ESPIRiT (sigpy EspiritCalib)", "calib_width": calib}
+        phase = None if info["sens_maps"]["phase_in_maps"] else phase
     problem = mri_problem(kspace, mask, model.card["data"]["normalization"], maps, args.complex_mode,
                           phase=phase, intensity=args.intensity)
     info["complex_handling"] = problem.info
@@ -330,8 +333,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tv-z", type=float, default=0.0,
                         help="TV weight along z: > 0 reconstructs the slices as one volume (ADMM; solver dds/prox)")
     mri = parser.add_argument_group("MRI")
-    mri.add_argument("--mask", default="random", choices=("random", "equispaced", "poisson", "none"),
-                     help="retrospective undersampling along ky, or none: use the data as acquired")
+    mri.add_argument("--mask", default="auto", choices=("auto", "random", "equispaced", "poisson", "none"),
+                     help="retrospective undersampling along ky, or none: use the data as acquired (the non-zero "
+                     "samples); auto (default): as acquired when the data are undersampled (< 95 %% of k-space "
+                     "non-zero), else random")
     mri.add_argument("--accel", type=float, default=4.0, help="acceleration R (default 4)")
     mri.add_argument("--calib", type=int, default=24, help="ESPIRiT calibration width (default 24)")
     mri.add_argument("--complex-mode", choices=("real", "channels"), default="real")
