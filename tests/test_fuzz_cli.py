@@ -181,6 +181,7 @@ CASES = [
     ("export-kspace-as-png", "export kspace.zarr -f png -o out", "kspace.zarr", "image"),
     ("export-unknown-group", "export ct.zarr -f png -o out --group nope", "ct.zarr", "no group"),
     ("export-unknown-format", "export ct.zarr -f jpeg -o out", "--format", "invalid choice"),
+    ("export-dicom-non-finite", "export ct_nan.zarr -f dicom -o out", "ct_nan.zarr", "2 non-finite"),
     ("export-dicom-into-user-folder", "export ct.zarr -f dicom -o userdir --overwrite", "userdir",
      "not an output scorerecon wrote"),
     ("export-omezarr-over-its-store", "export ct.zarr -f omezarr -o ct.zarr --overwrite", "ct.zarr",
@@ -284,6 +285,18 @@ def test_debug_adds_the_traceback_and_internal_errors_name_their_place(lab, monk
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "internal error in tests/test_fuzz_cli.py:" in lines[0]
     assert "ZeroDivisionError: a bug" in lines[0] and "--debug" in lines[0]
+
+
+def test_png_export_scales_from_the_finite_values(lab, tmp_path, capsys):
+    """A float volume with one NaN and one Inf voxel: the window is the finite range, not 'no finite values'."""
+    out = tmp_path / "png"
+    assert main(["export", str(lab / "work" / "ct_nan.zarr"), "-f", "png", "-o", str(out)]) == 0
+    from PIL import Image
+
+    image = Image.open(out / "image_z0003.png")
+    assert json.loads(image.text["scorerecon"])["mapping"]["window"] == [-1000.0, 40.0]
+    pixels = np.asarray(image)
+    assert pixels[10, 10] == 0 and pixels[0, 0] == 0 and pixels[12, 12] == 65535  # NaN -> 0
 
 
 # ------------------------------------------------------------------------------ workflow configs

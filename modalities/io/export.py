@@ -129,6 +129,19 @@ def _atomic_outputs(*outs: Path, overwrite: bool = False, protect: Iterable[str 
         raise
 
 
+def _finite_range(image: xr.DataArray, store_path: str | os.PathLike) -> tuple[float, float, int]:
+    """Min and max over the finite values of ``image``, and how many values are not finite (NaN/Inf)."""
+    def compute() -> tuple[float, float, int]:
+        if image.dtype.kind != "f":
+            return float(image.min().compute()), float(image.max().compute()), 0
+        finite = np.isfinite(image)
+        kept = image.where(finite)
+        return (float(kept.min(skipna=True).compute()), float(kept.max(skipna=True).compute()),
+                int((~finite).sum().compute()))
+
+    return _checked(compute, store_path, "min/max")
+
+
 def _checked(compute: Callable[[], Any], store_path: str | os.PathLike, what: str) -> Any:
     """Run a dask computation over store chunks, turning a corrupt chunk into an InputError."""
     try:
@@ -334,8 +347,7 @@ def _png_mapping(image: xr.DataArray, store_path: Path, window: tuple[float, flo
     if dtype.kind == "b":
         return {"kind": "bool", "dtype": np.dtype(np.uint8)}
     if window is None:
-        lo, hi = _checked(lambda: (float(image.min(skipna=True).compute()),
-                                   float(image.max(skipna=True).compute())), store_path, "min/max")
+        lo, hi, _ = _finite_range(image, store_path)  # NaN -> 0, +-Inf clipped (module docstring)
         if np.issubdtype(dtype, np.integer) and hi - lo <= 65535:
             return {"kind": "offset", "dtype": np.dtype(np.uint16), "offset": int(lo)}
         window = (lo, hi)
@@ -454,8 +466,10 @@ def _ds_number(value: float) -> str:
 
 def dicom_encoding(image: xr.DataArray, store_path: Path) -> dict[str, Any]:
     """Choose stored dtype and RescaleSlope/Intercept so values round-trip (see module docstring)."""
-    lo, hi = _checked(lambda: (float(image.min(skipna=True).compute()),
-                               float(image.max(skipna=True).compute())), store_path, "min/max")
+    lo, hi, bad = _finite_range(image, store_path)
+    if bad:
+        raise InputError(store_path, f"{bad} non-finite (NaN/Inf) value(s) of {image.size} cannot be stored in "
+                                     "DICOM; export NIfTI (keeps them) or PNG (NaN -> 0)")
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError(store_path, "image has no finite values to encode as DICOM")
     if np.issubdtype(image.dtype, np.integer) or image.dtype == bool:
