@@ -31,7 +31,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --profile workflows/profiles/local \
 		--configfile workflows/config/demo.yaml
 
-train: $(STAMP)
+train: $(STAMP) photos
 	$(PY) -m pip install --quiet --no-deps dipy==1.12.1  # example MR files of the brain_mr_ddpm prior
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --profile workflows/profiles/local train_all
 
@@ -39,7 +39,7 @@ train: $(STAMP)
 # one GPU in at most ~9 minutes: one background `scorerecon train` each, --device cuda, batch 128, --minutes 8
 # (then a checkpoint), all `wait`ed for; into results/priors_gpu/<name> (+ .log), checkpoints/ untouched.
 # Needs a CUDA build of torch in .venv (see the top). Running it again continues each run 8 more minutes.
-train-gpu: $(STAMP)
+train-gpu: $(STAMP) photos
 	$(PY) -m pip install --quiet --no-deps dipy==1.12.1  # example MR files of the brain_mr_* priors
 	MINUTES=8 BATCH=128 DEVICE=cuda bash workflows/config/train/train_gpu.sh
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from real_data import SHARED_DATA
 
 from scorerecon.errors import InputError
 from scorerecon.modalities.natural.datasets import load_rgb
@@ -127,3 +128,33 @@ def test_installed_photos_split_and_read():
     assert not set(train) & set(held)
     img = load_rgb(held[0])
     assert img.ndim == 3 and img.shape[2] == 3
+
+
+@pytest.mark.skipif(not (INSTALLED / MANIFEST).is_file() or not (SHARED_DATA / "natural" / "kodak").is_dir(),
+                    reason="needs `make photos` and the shared Kodak images")
+def test_training_data_adds_the_training_photos_only():
+    from scorerecon.modalities.natural.datasets import NaturalPatches, SuperResolutionPairs
+
+    config = {"kodak": str(SHARED_DATA / "natural" / "kodak"), "photos": str(INSTALLED), "area_power": 0.5,
+              "patch_size": [32, 32], "scale": 4}
+    data = NaturalPatches(config)
+    held = set(photo_files(INSTALLED, "heldout"))
+    assert set(photo_files(INSTALLED, "train")) <= set(data.paths) and not held & set(data.paths)
+    areas = np.array([im.shape[0] * im.shape[1] for im in data.images], dtype=float)
+    assert np.allclose(data._weights, np.sqrt(areas) / np.sqrt(areas).sum())
+    card = data.describe()
+    assert card["photos"] == str(INSTALLED) and card["area_power"] == 0.5
+    assert {s["sha256"] for s in card["sources"]} >= {hashlib.sha256(p.read_bytes()).hexdigest()
+                                                       for p in photo_files(INSTALLED, "train")[:3]}
+    hr, cond = SuperResolutionPairs(config).sample_batch(2, np.random.default_rng(0))
+    assert hr.shape == cond.shape == (2, 3, 32, 32)
+
+
+def test_training_data_without_photos_is_one_line(tmp_path):
+    from scorerecon.modalities.natural.datasets import training_sources
+
+    kodak = tmp_path / "kodak"
+    kodak.mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(kodak / "kodim02.png")
+    with pytest.raises(InputError, match="make photos"):
+        training_sources({"kodak": str(kodak), "skimage": [], "photos": str(tmp_path / "photos")})

@@ -144,6 +144,8 @@ def training_sources(config_path):
         train = yaml.safe_load(handle)
     paths = [s["path"] if isinstance(s, dict) else s for s in train["data"].get("sources", [])]
     inputs = [p for p in paths if not str(p).startswith("pkg:")]
+    if train["data"].get("photos"):  # the registry photographs: `make photos` installs them
+        inputs.append(f"{train['data']['photos']}/manifest.json")
     if train.get("init_from"):
         inputs.append(f"{train['init_from']}/model_card.json")
     return inputs

@@ -3,12 +3,16 @@
 Sources: the 24 Kodak PhotoCD images (``../shared/data/natural/kodak``, 768x512 RGB) minus the
 held-out evaluation images :data:`HOLDOUT` (kodim01, 05, 13, 19, 23: a building, motorbikes, a
 river scene, a lighthouse, parrots -- five different kinds of texture), plus scikit-image's
-bundled RGB photographs astronaut, coffee, chelsea and rocket (``camera`` is grey and skipped).
-Every source file is recorded in the model card with its sha256 so the evaluation can refuse
-images the prior trained on.
+bundled RGB photographs astronaut, coffee, chelsea and rocket (``camera`` is grey and skipped),
+plus, with the config key ``photos`` (the folder ``make photos`` fills), the training split of
+the registry photographs (:mod:`.photos`: ~100 colour and grey photos, held-out scenes never
+included). Every source file is recorded in the model card with its sha256 so the evaluation can
+refuse images the prior trained on.
 
 Patches are random crops with a random flip / 90-degree rotation (the dihedral group: natural
-image statistics are close to invariant under it), scaled from ``[0, 1]`` to the model range
+image statistics are close to invariant under it) from an image drawn with probability
+proportional to ``area ** area_power`` (config key, default 1: every pixel equally likely; 0.5
+keeps a few 8-megapixel photos from drowning the 640-px ones), scaled from ``[0, 1]`` to the model range
 ``[-1, 1]`` (a fixed normalisation, recorded in the card like :class:`~scorerecon.models.data.
 PatchDataset`'s).
 
@@ -35,6 +39,7 @@ import torch
 from scorerecon.errors import InputError
 from scorerecon.modalities.io.store import sha256_file
 from scorerecon.modalities.natural.degradations import BicubicDown, LowLight, bicubic_resize
+from scorerecon.modalities.natural.photos import photo_files
 
 __all__ = [
     "DEFAULT_KODAK",
@@ -84,7 +89,7 @@ def _skimage_path(name: str) -> Path:
 
 
 def training_sources(config: dict[str, Any], base_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The image files a ``data`` config trains on (Kodak minus the hold-out, plus skimage's)."""
+    """The image files a ``data`` config trains on (Kodak minus the hold-out, skimage's, the training photos)."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     kodak = Path(config.get("kodak", DEFAULT_KODAK))
     kodak = kodak if kodak.is_absolute() else base / kodak
@@ -95,6 +100,9 @@ def training_sources(config: dict[str, Any], base_dir: str | os.PathLike | None 
     if not files:
         raise InputError(kodak, "no kodim*.png training images (all held out?)")
     files += [_skimage_path(n) for n in config.get("skimage", SKIMAGE_IMAGES)]
+    if config.get("photos"):
+        photos = Path(config["photos"])
+        files += photo_files(photos if photos.is_absolute() else base / photos, "train")
     return files
 
 
@@ -107,7 +115,8 @@ class NaturalPatches:
     """Random RGB patches in ``[-1, 1]`` (unconditional prior); see the module docstring.
 
     Config keys: ``patch_size`` ``[P, P]``, ``kodak`` (folder), ``holdout`` (Kodak stems),
-    ``skimage`` (bundled image names).
+    ``skimage`` (bundled image names), ``photos`` (the ``make photos`` folder; its training
+    split is added), ``area_power`` (image weights ``area ** area_power``, default 1).
     """
 
     channels = 3
@@ -120,8 +129,12 @@ class NaturalPatches:
             raise InputError(None, f"data.patch_size must be square 2-D, got {self.patch_size}")
         self.paths = training_sources(config, base_dir)
         self.images = _load_all(tuple(self.paths))
-        areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=float)
-        self._weights = areas / areas.sum()  # every pixel equally likely
+        small = [p for p, im in zip(self.paths, self.images, strict=True) if min(im.shape[:2]) < self.patch_size[0]]
+        if small:
+            raise InputError(small[0], f"is smaller than data.patch_size {self.patch_size}")
+        self.area_power = float(config.get("area_power", 1.0))
+        areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=float) ** self.area_power
+        self._weights = areas / areas.sum()  # area_power 1: every pixel equally likely
 
     def crops(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         """``(B, P, P, 3)`` float32 crops in ``[0, 1]`` with random dihedral augmentation."""
@@ -151,6 +164,8 @@ class NaturalPatches:
             "holdout": list(self.config.get("holdout", HOLDOUT)),
             "patch_size": self.patch_size, "channels": self.channels, "cond_channels": self.cond_channels,
             "augmentation": "random crop, flip, rot90", "normalization": dict(NORMALIZATION),
+            "area_power": self.area_power,
+            **({"photos": str(self.config["photos"])} if self.config.get("photos") else {}),
         }
 
 

@@ -24,8 +24,12 @@ fi
 [ -d results/stores/head_ct_hu.zarr ] || $BIN ingest data/demo/head_ct_hu.nii.gz -o results/stores/head_ct_hu.zarr -q
 mkdir -p "$OUT"
 names=() pids=()
-for card in checkpoints/*/model_card.json; do
+# NEW_PRIORS: configs trained here before any checkpoint of theirs ships (issue 18: the natural priors on
+# the registry photographs of `make photos`)
+NEW_PRIORS=${NEW_PRIORS:-photos_prior photos_sr4}
+for card in checkpoints/*/model_card.json $(printf 'new/%s/model_card.json ' $NEW_PRIORS); do
   name=$(basename "$(dirname "$card")")
+  if [[ $card == new/* && -f checkpoints/$name/model_card.json ]]; then continue; fi  # shipped by now
   if [ -n "${PRIORS:-}" ] && [[ " $PRIORS " != *" $name "* ]]; then continue; fi
   config=workflows/config/train/$name.yaml
   if [ ! -f "$config" ]; then echo "skip   $name: no $config"; continue; fi
