@@ -108,6 +108,37 @@ def test_tweedie_denoiser_removes_noise(prior, clean) -> None:
     assert float((rec.image - clean).pow(2).mean()) < float((y - clean).pow(2).mean())
 
 
+def test_measurement_start_begins_at_the_noisy_image(prior, clean) -> None:
+    """One DDIM step from ``alpha_t* y`` at ``t*`` (no noise added) is Tweedie's estimate exactly;
+    more steps stay on ``[eps, t*]`` and spend exactly their NFE."""
+    op = deg.Identity(tuple(clean.shape[-2:]))
+    y = deg.add_noise(clean, 25.0, seed=0)
+    problem = natural_problem(y, op, prior.card, 25.0)
+    tweedie = restore_zero_shot(problem, prior, "tweedie")
+    for solver in ("sdedit", "ddrm"):
+        one = restore_zero_shot(problem, prior, solver, nfe=1, seed=3, start="measurement")
+        assert one.nfe == 1 and one.spec["start"] == "measurement"
+        assert abs(one.spec["t_start"] - tweedie.spec["t"]) < 1e-6
+        assert torch.allclose(one.image, tweedie.image, atol=1e-5), solver
+    many = restore_zero_shot(problem, prior, "prox", nfe=5, seed=0, start="measurement", n_samples=2)
+    assert many.nfe == 5 and torch.isfinite(many.image).all()
+    assert float((many.image - clean).pow(2).mean()) < float((y - clean).pow(2).mean())
+    sr = natural_problem(deg.BicubicDown((32, 32), 4).A(clean), deg.BicubicDown((32, 32), 4), prior.card)
+    with pytest.raises(ValueError, match="denoising"):
+        restore_zero_shot(sr, prior, "ddrm", nfe=2, start="measurement")
+
+
+def test_ccdf_start_from_an_estimate(prior, clean) -> None:
+    """``init`` + ``t_start`` run the core's warm start: the NFE are spent on ``[eps, t_start]`` and a
+    start very close to 0 returns (nearly) the data-consistent initial estimate."""
+    op = deg.Inpainting(deg.make_mask("random", tuple(clean.shape[-2:]), seed=0))
+    y = op.A(clean)
+    problem = natural_problem(y, op, prior.card)
+    rec = restore_zero_shot(problem, prior, "prox", nfe=3, seed=0, init=clean, t_start=1e-3)
+    assert rec.nfe == 3 and rec.spec["start"] == "init" and rec.spec["t_start"] == 1e-3
+    assert float((rec.image - clean).abs().max()) < 0.05
+
+
 def test_ddrm_rejects_operators_without_svd(clean) -> None:
     class Plain(deg.LinearOperator):
         def A(self, x):

@@ -20,13 +20,27 @@ Zero-shot (one unconditional RGB prior, ``checkpoints/kodak_prior``; every solve
              (:class:`~scorerecon.models.guidance.ProximalDataStep`) with DiffPIR's
              ``rho_t = lam sigma_n^2 / (sigma_t / alpha_t)^2`` when the measurement is noisy;
              few steps (it is the solver that works at low NFE).
-``tweedie``  denoising only, 1 NFE: the prior's ``x0`` prediction at the time ``t`` where the
+``tweedie``  denoising only, 1 NFE: the prior's ``x0`` prediction at the time ``t*`` where the
              forward process's noise ``sigma_t / alpha_t`` equals the measurement noise, applied
-             to ``alpha_t y`` -- Tweedie's formula, i.e. the prior's MMSE denoiser (the state
-             DDRM / DiffPIR would start from at that ``t``; the core's samplers always start at
-             ``t = 1``, so it is a direct network call, not a sampler run). ``tweedie_x8``
-             averages it over the 8 flips / rotations (8 NFE).
+             to ``alpha_t* y`` -- Tweedie's formula, i.e. the prior's MMSE denoiser (a direct
+             network call). ``tweedie_x8`` averages it over the 8 flips / rotations (8 NFE).
+``sdedit``   denoising only: DDIM (``eta = 0``, no data term) from ``alpha_t* y`` at ``t*`` down
+             to ``t = 0`` -- SDEdit (Meng et al., ICLR 2022) started where the measurement is.
 ============ ====================================================================================
+
+**Where the reverse process starts** (``start=`` of :func:`restore_zero_shot`):
+
+* ``"prior"`` (default): ``t = 1``, a draw from the prior.
+* ``"measurement"`` (denoising, ``A = I``, ``sigma > 0``): ``t*`` with ``sigma_t* / alpha_t* =
+  sigma_y``, state ``alpha_t* y`` with *no added noise* -- ``y = x + sigma_y n`` already is a
+  draw of ``x_t* / alpha_t*`` given ``x``, so DDRM / DiffPIR / DPS only run the ``n`` steps of
+  ``linspace(t*, eps, n)`` (the sampler's own grid on ``[eps, t*]``). The core's warm start
+  (``sample(x_init=, t_start=)``) always adds ``sigma_t0 z`` to ``alpha_t0 x_init``, which
+  would double the noise of a noisy ``x_init``; until it takes the noise already in
+  ``x_init``, the start is a view of the prior (:class:`MeasurementStart`) whose SDE ends at
+  ``t*`` and whose network call at ``t*`` sees ``alpha_t* y``, run by the core's unchanged samplers.
+* ``init=`` + ``t_start=``: the core's CCDF warm start (Chung, Sim & Ye, CVPR 2022) from an
+  estimate on the image grid (e.g. a classical restoration), diffused to ``t_start``.
 
 Conditional (SR3 / GSAD-style): :func:`restore_conditional` draws a few DDIM samples from a
 model trained with the degraded image as ``cond`` channels (``checkpoints/kodak_sr4``,
@@ -45,9 +59,11 @@ from typing import Any
 
 import torch
 
-from scorerecon.modalities.natural.degradations import SVDOperator
+from scorerecon.modalities.natural.degradations import Identity, SVDOperator
 from scorerecon.models.guidance import Guidance, GuidanceContext, LinearOperator, ProximalDataStep
+from scorerecon.models.parametrization import Prediction
 from scorerecon.models.samplers import sample
+from scorerecon.models.sde import SDE
 from scorerecon.pipelines.tasks import Problem, Reconstruction, SliceModel, affine_from_normalization
 from scorerecon.pipelines.tasks import reconstruct as _reconstruct
 
@@ -56,14 +72,19 @@ Tensor = torch.Tensor
 __all__ = [
     "NATURAL_SOLVERS",
     "NATURAL_SOLVER_DEFAULTS",
+    "STARTS",
     "DDRMGuidance",
+    "MeasurementStart",
+    "measurement_time",
     "natural_problem",
     "restore_conditional",
     "restore_zero_shot",
     "tweedie_denoise",
 ]
 
-NATURAL_SOLVERS: tuple[str, ...] = ("tweedie", "tweedie_x8", "ddrm", "prox", "dps")
+NATURAL_SOLVERS: tuple[str, ...] = ("tweedie", "tweedie_x8", "sdedit", "ddrm", "prox", "dps")
+#: where the reverse process of ``ddrm`` / ``prox`` / ``dps`` starts (module docstring)
+STARTS: tuple[str, ...] = ("prior", "measurement")
 
 #: Natural-image solver settings, from a coordinate search on a TRAINING crop (kodim02, 64x64,
 #: 20 NFE; ``benchmarks/natural.py --tune-solvers``; the log is in docs/natural_images.md).
@@ -155,7 +176,8 @@ def natural_problem(y: Tensor, operator: LinearOperator, card: dict[str, Any], s
     defaults["dps"]["step_size"] = defaults["dps"]["step_size"] / smax
     info = {"operator": type(operator).__name__, "noise_sigma_255": sigma, "noise_std_model": noise_model,
             "normalization": {"a": a, "b": b}, "operator_norm": smax, "ddrm": defaults.pop("ddrm")}
-    return Problem(operator, y_model, shape, lambda m: a * m + b, info, solver_defaults=defaults)
+    return Problem(operator, y_model, shape, lambda m: a * m + b, info, solver_defaults=defaults,
+                   from_physical=lambda x: (x - b) / a)
 
 
 def _image_shape(operator: LinearOperator, y: Tensor) -> tuple[int, int]:
@@ -172,6 +194,79 @@ def _dihedral(x: Tensor, k: int, inverse: bool = False) -> Tensor:
     return x.flip(-1) if k >= 4 else x
 
 
+def measurement_time(sde: SDE, level: float) -> float:
+    """The time ``t*`` at which the forward process's noise ``sigma_t / alpha_t`` equals ``level`` (model units).
+
+    ``sigma / alpha`` increases with ``t`` for every SDE here, so bisection on ``[eps, T]``;
+    ``level`` beyond the prior's range gives ``T``.
+    """
+    if not level > 0:
+        raise ValueError(f"the measurement noise level must be positive, got {level}")
+    lo, hi = float(sde.eps), float(sde.T)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        t = torch.tensor([mid], dtype=torch.float64)
+        ratio = float(sde.sigma(t) / sde.alpha(t))
+        lo, hi = (mid, hi) if ratio < level else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+class _EndsAt(SDE):
+    """``base`` restricted to ``[eps, t_end]``: every marginal, drift, discretisation and the prior
+    draw are ``base``'s, only ``T`` is ``t_end``, so the core's samplers run their own grid
+    ``linspace(T, eps, n)`` from ``t_end``."""
+
+    def __init__(self, base: SDE, t_end: float) -> None:
+        super().__init__(base.N)
+        self.base, self.t_end, self.eps = base, float(t_end), base.eps
+
+    @property
+    def T(self) -> float:
+        return self.t_end
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return self.base.alpha(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.base.sigma(t)
+
+    def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        return self.base.sde(x, t)
+
+    def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        return self.base.discretize(x, t)
+
+    def prior_std(self) -> float:
+        return self.base.prior_std()
+
+    def _params(self) -> dict:
+        return {**self.base._params(), "t_end": self.t_end}
+
+
+class MeasurementStart(SliceModel):
+    """The prior seen from a noisy measurement ``y = x + sigma_y n`` (denoising): starts at ``alpha_t* y``.
+
+    Its SDE ends at ``t*`` (``sigma_t* / alpha_t* = sigma_y``), so a core sampler integrates
+    ``[eps, t*]`` only; the network call at ``t*`` -- the first, for the DDIM-based solvers --
+    evaluates ``alpha_t* y`` instead of the sampler's initial draw (straight-through, so DPS's
+    gradient still reaches the state), i.e. the reverse process starts from the measurement with
+    no noise added. Every other call is ``model``'s own. A stand-in for a core warm start that
+    accepts an initial state already carrying noise (module docstring).
+    """
+
+    def __init__(self, model: Any, y: Tensor, noise_std: float) -> None:
+        super().__init__(model.model if isinstance(model, SliceModel) else model)
+        self.t_start = measurement_time(self.model.sde, noise_std)
+        self.sde = _EndsAt(self.model.sde, self.t_start)
+        self.y = y
+
+    def predict(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
+        if float(t.reshape(-1)[0]) >= self.t_start * (1.0 - 1e-6):
+            alpha = float(self.model.sde.alpha(torch.tensor([self.t_start], dtype=torch.float64)))
+            x = x - x.detach() + alpha * self.y.to(x).expand_as(x)
+        return super().predict(x, t, cond)
+
+
 def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "cpu", ensemble: int = 1
                     ) -> Reconstruction:
     """MMSE denoising (identity operator only): ``x0_hat(alpha_t y, t)`` with ``sigma_t / alpha_t = sigma_y``.
@@ -186,13 +281,7 @@ def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "
     if sigma_y <= 0:
         raise ValueError("Tweedie denoising needs a noisy measurement (sigma > 0)")
     sde = model.sde
-    lo, hi = float(sde.eps), float(sde.T)
-    for _ in range(60):  # bisection: sigma/alpha increases with t
-        mid = 0.5 * (lo + hi)
-        t = torch.tensor([mid], dtype=torch.float64)
-        ratio = float(sde.sigma(t) / sde.alpha(t))
-        lo, hi = (mid, hi) if ratio < sigma_y else (lo, mid)
-    t = torch.full((problem.shape[0],), 0.5 * (lo + hi), dtype=torch.float32, device=device)
+    t = torch.full((problem.shape[0],), measurement_time(sde, sigma_y), dtype=torch.float32, device=device)
     wrapped = model if isinstance(model, SliceModel) else SliceModel(model)
     start = time.perf_counter()
     with torch.no_grad():
@@ -205,35 +294,60 @@ def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "
 
 
 def restore_zero_shot(problem: Problem, model: Any, solver: str, nfe: int = 20, seed: int = 0,
-                      device: torch.device | str = "cpu", n_samples: int = 1, **overrides: Any) -> Reconstruction:
+                      device: torch.device | str = "cpu", n_samples: int = 1, start: str = "prior",
+                      init: Tensor | None = None, t_start: float | None = None, **overrides: Any) -> Reconstruction:
     """Run one of :data:`NATURAL_SOLVERS` on ``problem`` under the unconditional ``model``.
 
     ``n_samples > 1`` returns the mean of that many posterior samples (seeds ``seed, seed + 1,
     ...``; ``nfe`` per sample): a Monte-Carlo posterior mean, which PSNR rewards over one sample.
+    ``start`` (:data:`STARTS`) or ``init`` + ``t_start`` choose where the reverse process starts
+    (module docstring); ``sdedit`` always starts at the measurement. The returned ``spec`` records
+    the start and its time.
     """
     if solver in ("tweedie", "tweedie_x8"):
         return tweedie_denoise(problem, model, device, ensemble=8 if solver == "tweedie_x8" else 1)
+    if solver not in NATURAL_SOLVERS:
+        raise ValueError(f"unknown natural-image solver {solver!r}; expected one of {list(NATURAL_SOLVERS)}")
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {list(STARTS)}, got {start!r}")
     sigma_y = float(problem.info.get("noise_std_model", 0.0))
-    if solver == "ddrm":
+    warm: dict[str, Any] = {"init": init, "t_start": t_start} if init is not None else {}
+    net = model
+    if solver == "sdedit" or start == "measurement":
+        if not (isinstance(problem.operator, Identity) and sigma_y > 0):
+            raise ValueError("the measurement-level start is for denoising (identity operator, sigma > 0); this "
+                             f"problem is {problem.info.get('operator')}, sigma {problem.info.get('noise_sigma_255')}")
+        if init is not None:
+            raise ValueError("choose one start: the measurement or init + t_start")
+        net = MeasurementStart(model, problem.y, sigma_y)
+        start_info = {"start": "measurement", "t_start": net.t_start}
+    else:
+        start_info = {"start": "init" if init is not None else "prior", "t_start": t_start if init is not None else 1.0}
+    if solver == "sdedit":
+        eta = float(overrides.pop("eta", 0.0))
+        rec = _reconstruct(problem, net, "dc", nfe=nfe, seed=seed, device=device, eta=eta, n_samples=n_samples,
+                           guidance=lambda op, y: Guidance())
+        rec.solver, rec.spec = "sdedit", {"sampler": "ddim", "eta": eta}
+    elif solver == "ddrm":
         spec = {**problem.info.get("ddrm", NATURAL_SOLVER_DEFAULTS["ddrm"]), **overrides}
-        rec = _reconstruct(problem, model, "dc", nfe=nfe, seed=seed, device=device, eta=spec["eta"],
-                           n_samples=n_samples,
+        rec = _reconstruct(problem, net, "dc", nfe=nfe, seed=seed, device=device, eta=spec["eta"],
+                           n_samples=n_samples, **warm,
                            guidance=lambda op, y: DDRMGuidance(op, y, sigma_y, spec["eta"], spec["eta_b"]))
         rec.solver, rec.spec = "ddrm", spec
-        return rec
-    if solver == "prox":
+    elif solver == "prox":
         lam = overrides.pop("lam", problem.spec("prox")["lam"])
         if sigma_y > 0:  # DiffPIR's noise-aware rho_t
-            rec = _reconstruct(problem, model, "prox", nfe=nfe, seed=seed, device=device, lam=lam, n_samples=n_samples,
-                               guidance=lambda op, y: ProximalDataStep(op, y, lam=lam, noise_std=sigma_y), **overrides)
+            rec = _reconstruct(problem, net, "prox", nfe=nfe, seed=seed, device=device, lam=lam, n_samples=n_samples,
+                               guidance=lambda op, y: ProximalDataStep(op, y, lam=lam, noise_std=sigma_y), **warm,
+                               **overrides)
         else:
-            rec = _reconstruct(problem, model, "prox", nfe=nfe, seed=seed, device=device, lam=lam,
-                               n_samples=n_samples, **overrides)
-        return rec
-    if solver == "dps":
-        return _reconstruct(problem, model, "dps", nfe=nfe, seed=seed, device=device, n_samples=n_samples,
-                            **overrides)
-    raise ValueError(f"unknown natural-image solver {solver!r}; expected one of {list(NATURAL_SOLVERS)}")
+            rec = _reconstruct(problem, net, "prox", nfe=nfe, seed=seed, device=device, lam=lam,
+                               n_samples=n_samples, **warm, **overrides)
+    else:
+        rec = _reconstruct(problem, net, "dps", nfe=nfe, seed=seed, device=device, n_samples=n_samples, **warm,
+                           **overrides)
+    rec.spec = {**rec.spec, **start_info}
+    return rec
 
 
 def restore_conditional(model: Any, cond: Tensor, nfe: int = 10, seed: int = 0, n_samples: int = 4,
