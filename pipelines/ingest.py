@@ -28,6 +28,10 @@ READERS = {
     "stac": "scorerecon.modalities.io.stac",
 }
 
+#: Options that pick part of a source, by the readers that take them: given for another reader they
+#: would be ignored silently, so they are refused instead.
+SELECTION_OPTIONS = {"dicom": ("series", "stack", "acquisition"), "stac": ("item",)}
+
 _BY_SUFFIX = {
     ".dcm": "dicom", ".ima": "dicom",
     ".nii": "nifti", ".nii.gz": "nifti",
@@ -103,6 +107,11 @@ def read_sources(paths: list[Path], reader: str | None = None, **options) -> dic
         if not path.exists():
             raise InputError(path, "no such file or directory")
     reader = reader or detect_reader(paths)
+    for name, value in options.items():
+        takers = [r for r, names in SELECTION_OPTIONS.items() if name in names]
+        if value is not None and takers and reader not in takers:
+            raise InputError(paths[0], f"--{name} selects within {' or '.join(takers)} sources; this is a {reader} "
+                                       "source (drop the option)")
     module = importlib.import_module(READERS[reader])
     groups = module.read(paths, **{k: v for k, v in options.items() if v is not None})
     return groups if isinstance(groups, dict) else {"/": groups}

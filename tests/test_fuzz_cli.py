@@ -161,6 +161,8 @@ CASES = [
     ("ingest-out-is-source-parent", "ingest ../src/ct.nii.gz -o ../src --overwrite -q", "src", "contains"),
     ("ingest-out-exists", "ingest ../src/ct.nii.gz -o ct.zarr -q", "ct.zarr", "already exists"),
     ("ingest-out-symlink", "ingest ../src/ct.nii.gz -o link.zarr --overwrite -q", "link.zarr", "symbolic link"),
+    ("ingest-series-on-nifti", "ingest ../src/ct.nii.gz -o out.zarr --series 1.2.3", "--series", "nifti source"),
+    ("ingest-item-on-dicom", "ingest ../src/dicom -o out.zarr --item x", "--item", "dicom source"),
     ("ingest-bad-compression", "ingest ../src/ct.nii.gz -o out.zarr --compression brotli", "--compression",
      "invalid choice"),
     # info
