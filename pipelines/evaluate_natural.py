@@ -15,12 +15,19 @@ circular, plus Gaussian noise sigma 1 (0..255 scale); ``denoise`` Gaussian noise
 exposure 0.15, gamma 1.5, 600 photons at white, read noise 0.01.
 
 Methods: zero-shot solvers on the one unconditional prior (``--checkpoint``, default
-``checkpoints/kodak_prior``): ``ddrm``, ``prox``, ``dps`` (and ``tweedie`` / ``tweedie_x8`` for denoising);
-conditional models (``cond_sr`` for ``--scale 4``, ``cond_lowlight``): ``checkpoints/kodak_sr4``,
-``checkpoints/kodak_lowlight``, mean of 4 DDIM samples. Low light is non-linear: only the
-conditional model and the classical baselines apply.
+``checkpoints/kodak_prior``): ``ddrm``, ``prox``, ``dps`` (and ``tweedie`` / ``tweedie_x8`` /
+``sdedit`` for denoising); conditional models (``cond_sr`` for ``--scale 4``, ``cond_lowlight``):
+``checkpoints/kodak_sr4``, ``checkpoints/kodak_lowlight`` (``cond_checkpoint`` replaces them),
+mean of 4 DDIM samples (``cond_samples``). Low light is non-linear: only the conditional model
+and the classical baselines apply.
+
+Denoising starts DDRM / DiffPIR / DPS where the measurement is (``start="measurement"``: at the
+``t*`` whose noise level is ``sigma``, from ``alpha_t* y``; :mod:`scorerecon.pipelines.tasks.
+natural`); ``start="prior"`` starts them at ``t = 1`` and names them ``<solver>_prior_start``.
+The other tasks start at ``t = 1``.
 
 ``--samples N`` averages N posterior samples per zero-shot solver (reported NFE = N x nfe).
+Every method also reports its per-image PSNR / SSIM (``per_image``, in input order).
 
 Images a model was trained on (sha256 of the file equal to one recorded in its card's
 ``data.sources``) are refused; images the cards do not list are accepted.
@@ -56,7 +63,7 @@ DEFAULT_NFE = {"sr": 20, "deblur": 20, "denoise": 20, "inpaint": 20, "lowlight":
 DEFAULT_CHECKPOINTS = {"prior": "checkpoints/kodak_prior", "sr": "checkpoints/kodak_sr4",
                        "lowlight": "checkpoints/kodak_lowlight"}
 ZERO_SHOT = {"sr": ("ddrm", "prox", "dps"), "deblur": ("ddrm", "prox", "dps"),
-             "denoise": ("tweedie", "tweedie_x8", "ddrm", "prox", "dps"), "inpaint": ("ddrm", "prox", "dps"),
+             "denoise": ("tweedie", "tweedie_x8", "sdedit", "ddrm", "prox", "dps"), "inpaint": ("ddrm", "prox", "dps"),
              "lowlight": ()}
 CONDITIONAL = {"sr": "cond_sr", "lowlight": "cond_lowlight"}
 DEBLUR_NOISE = 1.0  # 0..255 scale
@@ -126,11 +133,15 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
                      sigma: float = 25.0, kernel: str = "gaussian", mask: str = "box", crop: int | None = None,
                      checkpoint: str | None = None, solvers: list[str] | None = None,
                      baselines: list[str] | None = None, device: str = "cpu", log: Any = None,
-                     keep_images: bool = False, samples: int = 1) -> dict[str, Any]:
+                     keep_images: bool = False, samples: int = 1, start: str | None = None,
+                     cond_checkpoint: str | None = None, cond_samples: int = COND_SAMPLES) -> dict[str, Any]:
     """Run the task's baselines and diffusion methods on ``inputs``; returns the result dict.
 
     ``samples > 1``: the zero-shot solvers return the mean of that many posterior samples
-    (``nfe`` each); their names get a ``_meanN`` suffix.
+    (``nfe`` each); their names get a ``_meanN`` suffix. ``start``: where DDRM / DiffPIR / DPS
+    start (``"measurement"``, denoising's default, or ``"prior"``; module docstring).
+    ``cond_samples``: the conditional model's samples averaged (``cond_sr`` is the mean of the
+    default 4; other counts are named ``cond_sr_meanN``, one sample ``cond_sr_1``).
 
     ``keep_images`` adds ``"_images": {method: [(H, W, 3) arrays]}`` plus ``"degraded"`` and
     ``"reference"`` (for figures; not JSON).
@@ -158,6 +169,11 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
         raise InputError(None, f"--samples must be >= 1, got {samples}")
     if crop is not None and crop < 8:
         raise InputError(None, f"--crop must be >= 8, got {crop}")
+    start = start or ("measurement" if task == "denoise" else "prior")
+    if start not in ("prior", "measurement") or (start == "measurement" and task != "denoise"):
+        raise InputError(None, f"--start must be 'prior' or (denoising only) 'measurement', got {start!r}")
+    if cond_samples < 1:
+        raise InputError(None, f"cond_samples must be >= 1, got {cond_samples}")
     say = log or (lambda msg: None)
 
     zero = [s for s in ZERO_SHOT[task]]
@@ -175,11 +191,12 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
     models: dict[str, Any] = {}
     if any(s in zero for s in chosen):
         models["prior"] = load_score_model(str(checkpoint or DEFAULT_CHECKPOINTS["prior"]), device=device)
+    cond_path = str(cond_checkpoint or DEFAULT_CHECKPOINTS.get(task))
     if cond_name in chosen:
-        models["cond"] = load_score_model(DEFAULT_CHECKPOINTS[task], device=device)
+        models["cond"] = load_score_model(cond_path, device=device)
     for m in models.values():
         m.eval()
-    paths = {"prior": str(checkpoint or DEFAULT_CHECKPOINTS["prior"]), "cond": DEFAULT_CHECKPOINTS.get(task)}
+    paths = {"prior": str(checkpoint or DEFAULT_CHECKPOINTS["prior"]), "cond": cond_path}
     trained = _training_hashes({paths[k]: m.card for k, m in models.items()})
 
     multiple = 4 * (scale if task == "sr" else 1)
@@ -209,16 +226,21 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
         images["degraded"].append(y_hwc)
         outputs: dict[str, tuple[np.ndarray, int, float]] = {}
         for name in base_names:
-            start = time.perf_counter()
+            tic = time.perf_counter()
             est = run_baseline(name, y_hwc, ctx)
-            outputs[name] = (est, 0, time.perf_counter() - start)
+            outputs[name] = (est, 0, time.perf_counter() - tic)
         if zero and any(s in zero for s in chosen):
             problem = natural_problem(y.float(), op, models["prior"].card, noise)
             for name in (s for s in chosen if s in zero):
                 n = 1 if name.startswith("tweedie") else samples
                 label = name if n == 1 else f"{name}_mean{n}"
+                how = {}
+                if name in ("ddrm", "prox", "dps"):
+                    how = {"start": start}
+                    if task == "denoise" and start == "prior":
+                        label = label.replace(name, f"{name}_prior_start", 1)
                 rec = restore_zero_shot(problem, models["prior"], name, nfe=nfe, seed=seed + k, device=device,
-                                        n_samples=n)
+                                        n_samples=n, **how)
                 settings[label] = {**rec.spec, "samples_averaged": n}
                 outputs[label] = (_hwc(rec.image), rec.nfe * n, rec.seconds)
         if cond_name in chosen:
@@ -228,10 +250,13 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
             else:
                 cond = deg.bicubic_resize(y, tuple(clean.shape[-2:])).float()
             est, n, secs = restore_conditional(models["cond"], cond,
-                                               nfe=nfe, seed=seed + k, n_samples=COND_SAMPLES, eta=COND_ETA,
+                                               nfe=nfe, seed=seed + k, n_samples=cond_samples, eta=COND_ETA,
                                                device=device)
-            settings[cond_name] = {"sampler": "ddim", "eta": COND_ETA, "samples_averaged": COND_SAMPLES}
-            outputs[cond_name] = (_hwc(est), n, secs)
+            label = cond_name if cond_samples == COND_SAMPLES else (
+                f"{cond_name}_1" if cond_samples == 1 else f"{cond_name}_mean{cond_samples}")
+            settings[label] = {"sampler": "ddim", "eta": COND_ETA, "samples_averaged": cond_samples,
+                               "nfe_per_sample": n}
+            outputs[label] = (_hwc(est), n * cond_samples, secs)
         for name, (est, n, secs) in outputs.items():
             scores.setdefault(name, []).append(rgb_metrics(img, est))
             cost.setdefault(name, []).append(secs)
@@ -246,7 +271,9 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
                          "psnr": round(float(np.mean([s["psnr"] for s in scores[name]])), 4),
                          "ssim": round(float(np.mean([s["ssim"] for s in scores[name]])), 5),
                          "nfe": int(used_nfe[name]),
-                         "seconds": round(float(np.sum(cost[name])), 3)}
+                         "seconds": round(float(np.sum(cost[name])), 3),
+                         "per_image": [{"psnr": round(v["psnr"], 4), "ssim": round(v["ssim"], 5)}
+                                       for v in scores[name]]}
     degraded_note = {"sr": f"bicubic x{scale} (Pillow kernel, antialiased), noise-free",
                      "deblur": f"{kernel} blur (circular), noise sigma {DEBLUR_NOISE}/255",
                      "denoise": f"Gaussian noise sigma {sigma}/255, not clipped",
@@ -255,7 +282,7 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
               "image_shapes": [list(i.shape[:2]) for i in clean_images], "degradation": degraded_note,
               "scale": scale if task == "sr" else None, "sigma": sigma if task == "denoise" else None,
               "kernel": kernel if task == "deblur" else None, "mask": mask if task == "inpaint" else None,
-              "nfe": nfe, "seed": seed, "solver_settings": settings,
+              "nfe": nfe, "seed": seed, "start": start, "solver_settings": settings,
               "checkpoints": {paths[k]: m.card.get("weights", {}).get("sha256") for k, m in models.items()},
               "hardware": describe(device), "seconds": "summed over images"}
     result = {"task": task, "convention": CONVENTION, "params": params, "methods": methods, "_primary": "psnr"}

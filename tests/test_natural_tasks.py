@@ -14,6 +14,7 @@ import pytest
 import torch
 from real_data import SHARED_DATA
 
+from scorerecon.errors import InputError
 from scorerecon.modalities.natural import degradations as deg
 from scorerecon.modalities.natural.datasets import (
     HOLDOUT,
@@ -206,3 +207,23 @@ def test_evaluate_bad_input_is_one_line(tmp_path, capsys, case) -> None:
     rc = main(args)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
+
+
+def test_evaluate_reports_per_image_starts_and_conditional_samples() -> None:
+    from scorerecon.pipelines.evaluate_natural import evaluate_natural
+
+    images = [KODAK / "kodim05.png", KODAK / "kodim23.png"]
+    res = evaluate_natural("denoise", images, nfe=2, crop=32, solvers=["ddrm", "sdedit"], baselines=["tv"])
+    assert res["params"]["start"] == "measurement"
+    assert res["params"]["solver_settings"]["ddrm"]["start"] == "measurement"
+    for m in res["methods"].values():
+        assert len(m["per_image"]) == 2
+        assert abs(np.mean([v["psnr"] for v in m["per_image"]]) - m["psnr"]) < 1e-3
+    cold = evaluate_natural("denoise", images[:1], nfe=2, crop=32, solvers=["ddrm"], baselines=[], start="prior")
+    assert set(cold["methods"]) == {"ddrm_prior_start"}
+    sr = evaluate_natural("sr", images[:1], nfe=2, crop=32, solvers=["cond_sr"], baselines=[], cond_samples=1)
+    assert set(sr["methods"]) == {"cond_sr_1"} and sr["methods"]["cond_sr_1"]["nfe"] == 2
+    sr4 = evaluate_natural("sr", images[:1], nfe=2, crop=32, solvers=["cond_sr"], baselines=[])
+    assert sr4["methods"]["cond_sr"]["nfe"] == 8  # 4 samples x 2 NFE: totals compare at equal NFE
+    with pytest.raises(InputError, match="start"):
+        evaluate_natural("sr", images[:1], nfe=2, crop=32, start="measurement")
