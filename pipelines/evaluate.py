@@ -505,6 +505,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(Path(args.json), result)
     print(markdown_table(result, primary=primary))
+    if result.get("note"):  # e.g. a classical fallback where the prior cannot serve the input
+        print(f"note: {result['note']}")
     from scorerecon.pipelines.hardware import one_line
 
     print(f"\n{result['convention']}\n{one_line(args.device)}")

@@ -75,6 +75,13 @@ def _read_npy_scene(path: Path) -> np.ndarray:
 
 
 def _read_rasters(paths: list[Path]) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """Band files -> ``(C, H, W)``, one name per band, the grid.
+
+    A single-band file is named from its file name (``l8_B4.tif`` -> ``B04``); the bands of a
+    multi-band file by their descriptions, else ``STEM_1 ... STEM_k``.
+    """
+    import rasterio
+
     from scorerecon.modalities.io.geotiff import band_name_from_path
     from scorerecon.modalities.optical.datasets import read_bands
 
@@ -82,23 +89,26 @@ def _read_rasters(paths: list[Path]) -> tuple[np.ndarray, list[str], dict[str, A
         if not p.exists():
             raise InputError(p, "file not found")
     data, grid = read_bands(paths)
-    names = [band_name_from_path(p) or p.stem for p in paths]
+    names: list[str] = []
+    for p in paths:
+        with rasterio.open(p) as src:
+            count, descriptions = src.count, src.descriptions
+        if count == 1:
+            names.append(band_name_from_path(p) or p.stem)
+        else:
+            names += [d or f"{p.stem}_{i + 1}" for i, d in enumerate(descriptions)]
     return data, names, grid
 
 
 def _load_ms(paths: list[Path], bands: list[str]) -> tuple[np.ndarray, list[str], dict[str, Any] | None]:
+    """Every MS band given (``.npy`` bands take the model's names when their count matches)."""
     if len(paths) == 1 and paths[0].suffix.lower() == ".npy":
         ms = _read_npy_scene(paths[0])
-        if ms.shape[0] != len(bands):
-            raise InputError(paths[0], f"{ms.shape[0]} bands; the model sharpens {len(bands)} ({', '.join(bands)})")
-        return ms, list(bands), None
+        names = list(bands) if ms.shape[0] == len(bands) else [f"band{i + 1}" for i in range(ms.shape[0])]
+        return ms, names, None
     if any(p.suffix.lower() == ".npy" for p in paths):
         raise InputError(paths[0], "pass either one .npy (time, y, x, band) or GeoTIFF/JP2 band files")
-    data, names, grid = _read_rasters(paths)
-    missing = [b for b in bands if b not in names]
-    if missing:
-        raise InputError(paths[0], f"MS bands {missing} missing (given {names}); the model needs {bands}")
-    return data[[names.index(b) for b in bands]], list(bands), grid
+    return _read_rasters(paths)
 
 
 def _holdout_columns(card: dict[str, Any], grid: dict[str, Any] | None, shape: tuple[int, int]
@@ -139,29 +149,47 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
     """Baselines and the diffusion model on the held-out area; the result dict of ``evaluate``."""
     import torch
 
-    from scorerecon.modalities.optical.bands import LANDSAT8, band_specs, pan_weights
+    from scorerecon.modalities.optical.bands import LANDSAT8, MTF_MS, band_specs, pan_weights
     from scorerecon.modalities.optical.baselines import PANSHARPEN_BASELINES, run_pansharpen_baselines
     from scorerecon.modalities.optical.degradation import grid_phase, synthesize_pan, wald_degrade
     from scorerecon.modalities.optical.metrics import pansharpen_reduced, qnr
     from scorerecon.pipelines.hardware import describe
-    from scorerecon.pipelines.reconstruct_remote import load_task_model, pansharpen_scene
+    from scorerecon.pipelines.reconstruct_remote import (
+        load_task_model,
+        pansharpen_fallback_reason,
+        pansharpen_scene,
+    )
 
     say = log or (lambda msg: None)
     model, checkpoint = load_task_model("pansharpen", checkpoint, device)
     card = model.card
-    if ratio != int(card["data"]["ratio"]):
-        raise InputError(None, f"--ratio {ratio}: the model was trained for ratio {card['data']['ratio']}")
     baselines = list(PANSHARPEN_BASELINES) if baselines is None else baselines
     unknown = [b for b in baselines if b not in PANSHARPEN_BASELINES]
     if unknown:
         raise InputError(None, f"unknown baseline(s) {unknown}; choose from {list(PANSHARPEN_BASELINES)}")
-    bands = list(card["data"]["bands"])
-    ms, _, grid = _load_ms(ms_paths, bands)
-    specs = band_specs(bands, "landsat8")
-    gains = [b.mtf_nyquist for b in specs]
+    if ratio < 2:
+        raise InputError(None, f"--ratio must be an integer >= 2, got {ratio}")
+    ms, names, grid = _load_ms(ms_paths, list(card["data"]["bands"]))
+    reason = pansharpen_fallback_reason(names, ratio, card["data"])
+    note = None
+    if reason is None:  # the prior's own bands, in its order
+        bands = list(card["data"]["bands"])
+        ms = ms[[names.index(b) for b in bands]]
+        specs = band_specs(bands, "landsat8")
+        gains = [b.mtf_nyquist for b in specs]
+        cols, held = _holdout_columns(card, grid, ms.shape[-2:])
+    else:
+        note = f"classical fallback: {reason}; scored the classical methods only (no diffusion)"
+        say(note)
+        bands = names
+        try:
+            specs = band_specs(bands)
+            gains = [b.mtf_nyquist for b in specs]
+        except KeyError:  # bands of an unknown sensor: the toolbox's generic MTF gain for every band
+            specs, gains = None, [MTF_MS] * len(bands)
+        cols, held = slice(0, ms.shape[-1]), "classical methods only: all of the input"
     pan_gain = LANDSAT8["B08"].mtf_nyquist
     phase = ratio // 2
-    cols, held = _holdout_columns(card, grid, ms.shape[-2:])
     ref = ms[:, :, cols]
     pan_full = None
     if pan_path is not None:
@@ -191,18 +219,27 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
     if pan_full is not None:
         pan_low = wald_degrade(pan_full, ratio, pan_gain, phase)[:h, :w]
         pan_note = str(pan_path)
-    else:
+    elif note is None:
         pan_low = synthesize_pan(ref, pan_weights(specs))
         lo, hi = np.percentile(pan_low, [1, 99])
         norm = card["data"]["normalization"]
         pan_low = (pan_low - lo) / (hi - lo) * (norm["pan_hi"] - norm["pan_lo"]) + norm["pan_lo"]
         pan_note = "synthesised from MS (FWHM overlap with 500-680 nm), 1/99 % mapped to the model's pan range"
+    else:  # classical only: no model range to map to; unknown wavelengths -> the plain band mean
+        try:
+            weights, pan_note = pan_weights(specs), "synthesised from MS (FWHM overlap with 500-680 nm)"
+        except (TypeError, ValueError):
+            weights = [1.0 / len(bands)] * len(bands)
+            pan_note = "synthesised as the mean of the MS bands (their wavelengths are unknown)"
+        pan_low = synthesize_pan(ref, weights)
     params: dict[str, Any] = {
         "ms": [str(p) for p in ms_paths], "pan": pan_note, "ratio": ratio, "phase": phase, "bands": bands,
         "mtf_gains": gains, "pan_mtf_gain": pan_gain, "holdout": held, "reference_shape": [h, w],
         "checkpoint": checkpoint, "weights_sha256": card["weights"]["sha256"], "nfe_per_sample": nfe,
         "samples": samples, "nfe_total": nfe * samples, "seed": seed,
         "sampler": f"ddim (eta 0), mean of {samples} samples", "hardware": describe(device)}
+    if note is not None:
+        params.update(fallback=note, checkpoint=None, weights_sha256=None, nfe_total=0, sampler=None)
     methods: dict[str, dict[str, Any]] = {}
     fused_all: dict[str, np.ndarray] = {}
     for name, (fused, secs) in run_pansharpen_baselines(ms_low, pan_low, ratio, phase, baselines, gains,
@@ -210,26 +247,32 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
         methods[name] = _entry("classical", pansharpen_reduced(ref, fused, ratio), 0, secs)
         fused_all[name] = fused
         say(f"{name}: ERGAS {methods[name]['ergas']:.3f}, SAM {methods[name]['sam']:.3f}")
-    with torch.no_grad():
-        start = time.perf_counter()
-        fused, std, run = pansharpen_scene(model, card["data"], ms_low, pan_low, nfe=nfe, samples=samples,
-                                           seed=seed, device=device, phase=phase)
-        secs = time.perf_counter() - start
-    methods["diffusion"] = _entry("diffusion", pansharpen_reduced(ref, fused, ratio), run.nfe * samples, secs)
-    fused_all["diffusion"] = fused
-    say(f"diffusion: ERGAS {methods['diffusion']['ergas']:.3f}, SAM {methods['diffusion']['sam']:.3f}, "
-        f"{run.nfe} NFE, {secs:.1f} s")
+    std = None
+    if note is None:
+        with torch.no_grad():
+            start = time.perf_counter()
+            fused, std, run = pansharpen_scene(model, card["data"], ms_low, pan_low, nfe=nfe, samples=samples,
+                                               seed=seed, device=device, phase=phase)
+            secs = time.perf_counter() - start
+        methods["diffusion"] = _entry("diffusion", pansharpen_reduced(ref, fused, ratio), run.nfe * samples, secs)
+        fused_all["diffusion"] = fused
+        say(f"diffusion: ERGAS {methods['diffusion']['ergas']:.3f}, SAM {methods['diffusion']['sam']:.3f}, "
+            f"{run.nfe} NFE, {secs:.1f} s")
     if full_resolution and pan_full is not None:
         pan_lr = wald_degrade(pan_full, ratio, pan_gain, phase)[:h, :w]
         for name, (out, _) in run_pansharpen_baselines(ref, pan_full, ratio, phase, baselines, gains,
                                                        pan_gain).items():
             methods[name].update({k: round(v, 6) for k, v in qnr(out, ref, pan_full, pan_lr).items()})
-        with torch.no_grad():
-            out, _, _ = pansharpen_scene(model, card["data"], ref, pan_full, nfe=nfe, samples=samples, seed=seed,
-                                         device=device, phase=phase)
-        methods["diffusion"].update({k: round(v, 6) for k, v in qnr(out, ref, pan_full, pan_lr).items()})
+        if note is None:
+            with torch.no_grad():
+                out, _, _ = pansharpen_scene(model, card["data"], ref, pan_full, nfe=nfe, samples=samples, seed=seed,
+                                             device=device, phase=phase)
+            methods["diffusion"].update({k: round(v, 6) for k, v in qnr(out, ref, pan_full, pan_lr).items()})
     result = {"task": "pansharpen", "convention": CONVENTIONS["pansharpen"], "params": params,
               "methods": methods, "_primary": "ergas"}
+    if note is not None:
+        best = min(methods, key=lambda k: methods[k]["ergas"])
+        result["note"] = f"{note}; best by ERGAS: {best}"
     result["_arrays"] = {"reference": ref, "ms_low": ms_low, "pan_low": pan_low, "fused": fused_all, "std": std}
     return result
 

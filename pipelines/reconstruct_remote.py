@@ -56,6 +56,9 @@ FEATHER_RADIUS = 2.0
 #: the split-conformal interval calibration, beside the cloud checkpoint's weights
 CALIBRATION_FILE = "interval_calibration.json"
 MULTIPLE = 4  # the tiny/small UNets downsample twice
+#: pan-sharpening where the prior cannot serve the band set: the best classical method by ERGAS on the
+#: held-out Landsat-8 benchmark (docs/remote_sensing.md), with generic MTF gains for unknown sensors
+FALLBACK_METHOD = "mtf_glp"
 
 
 def load_task_model(task: str, checkpoint: str | Path | None = None, device: str = "cpu") -> tuple[Any, str]:
@@ -72,6 +75,22 @@ def load_task_model(task: str, checkpoint: str | Path | None = None, device: str
     if trained_for != task:
         raise InputError(checkpoint, f"checkpoint is not a {task} model (card data.task = {trained_for!r})")
     return model, checkpoint
+
+
+def pansharpen_fallback_reason(names: list[str], ratio: int, card_data: dict[str, Any]) -> str | None:
+    """Why the prior cannot sharpen bands ``names`` at ``ratio`` (``None``: it can).
+
+    Then ``evaluate`` scores the classical methods only and ``reconstruct`` runs
+    :data:`FALLBACK_METHOD`, each saying so in one line.
+    """
+    bands = list(card_data["bands"])
+    missing = [b for b in bands if b not in names]
+    if missing:
+        have = "none of them" if len(missing) == len(bands) else f"not {', '.join(missing)}"
+        return f"the prior sharpens Landsat-8 OLI {', '.join(bands)}; the input has {', '.join(names)} ({have})"
+    if ratio != int(card_data["ratio"]):
+        return f"the prior was trained for ratio {card_data['ratio']}, not {ratio}"
+    return None
 
 
 def _padded(n: int, tile: int) -> int:
@@ -237,7 +256,6 @@ def _pansharpen_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[s
     from scorerecon.modalities.optical.degradation import grid_phase
 
     data = model.card["data"]
-    ratio = int(data["ratio"])
     groups = [g for g in store_groups(args.input) if g.startswith("res_")]
     if len(groups) < 2:
         raise InputError(args.input, f"--task pansharpen needs a store with a pan and an MS resolution group "
@@ -246,16 +264,21 @@ def _pansharpen_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[s
     res = [abs(float(ds["image"].rio.resolution()[0])) for ds in sets]
     fine = int(np.argmin(res))
     pan_ds = sets[fine]
-    coarse = [i for i, r in enumerate(res) if math.isclose(r, res[fine] * ratio, rel_tol=1e-6)]
-    if not coarse:
-        raise InputError(args.input, f"no group at {ratio}x the pan resolution {res[fine]:g} (groups {groups})")
-    ms_ds = sets[coarse[0]]
+    multiples = {i: r / res[fine] for i, r in enumerate(res) if i != fine}
+    whole = {i: round(m) for i, m in multiples.items() if round(m) >= 2 and math.isclose(m, round(m), rel_tol=1e-6)}
+    if not whole:
+        raise InputError(args.input, f"no group at an integer multiple (>= 2) of the pan resolution {res[fine]:g} "
+                                     f"(groups {groups})")
+    # the prior's own ratio first, then the finest MS group
+    ms_i = min(whole, key=lambda i: (whole[i] != int(data["ratio"]), whole[i]))
+    ratio, ms_ds = whole[ms_i], sets[ms_i]
     pan_names = [str(b) for b in pan_ds["band"].values]
     pan_name = args.pan_band or ("B08" if "B08" in pan_names else pan_names[0])
     if pan_name not in pan_names:
         raise InputError(args.input, f"pan band {pan_name!r} not in {groups[fine]} (it has {pan_names})")
     pan = pan_ds["image"].sel(band=pan_name).data  # lazy (y, x)
-    ms = _select_bands(ms_ds, list(data["bands"]), args.input, groups[coarse[0]]).data  # lazy (band, y, x)
+    ms_names = [str(b) for b in ms_ds["band"].values]
+    reason = pansharpen_fallback_reason(ms_names, ratio, data)
     if ms_ds["image"].rio.crs != pan_ds["image"].rio.crs:
         raise InputError(args.input, "pan and MS groups have different CRS")
     try:
@@ -265,19 +288,48 @@ def _pansharpen_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[s
         raise InputError(args.input, f"pan and MS grids are not nested: {exc}") from None
     if phase[0] != phase[1]:
         raise InputError(args.input, f"row and column grid phases differ ({phase}); unsupported")
+    coords = {"y": pan_ds["y"].values, "x": pan_ds["x"].values, "spatial_ref": pan_ds["spatial_ref"]}
+    if reason is not None:
+        return _pansharpen_classical(args, ms_ds["image"], ms_names, pan, ratio, phase[0], reason, coords,
+                                     {"grid_phase": phase[0], "pan_band": pan_name, "ms_group": groups[ms_i],
+                                      "pan_group": groups[fine]})
+    ms = _select_bands(ms_ds, list(data["bands"]), args.input, groups[ms_i]).data  # lazy (band, y, x)
     fused, std, run = pansharpen_scene(model, data, ms, pan, nfe=args.nfe, samples=args.samples, seed=args.seed,
                                        tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                                        device=args.device, phase=phase[0])
-    coords = {"band": list(data["bands"]), "y": pan_ds["y"].values, "x": pan_ds["x"].values,
-              "spatial_ref": pan_ds["spatial_ref"]}
+    coords["band"] = list(data["bands"])
     out = xr.Dataset({"image": (("band", "y", "x"), fused), "std": (("band", "y", "x"), std)}, coords=coords)
     out["image"].attrs["units"] = "input MS units (DN), sharpened to the pan grid (posterior mean)"
     out["std"].attrs["description"] = f"per-pixel std over {args.samples} posterior samples"
     info = {"task": "pansharpen", "ratio": ratio, "grid_phase": phase[0], "pan_band": pan_name,
-            "ms_group": groups[coarse[0]], "pan_group": groups[fine], "nfe": run.nfe, "samples": args.samples,
+            "ms_group": groups[ms_i], "pan_group": groups[fine], "nfe": run.nfe, "samples": args.samples,
             "nfe_total": run.nfe * args.samples, "sampler": "ddim",
             "eta": 0.0, "seed": args.seed, "tile": args.tile, "overlap": args.overlap, "tiles": run.n_tiles,
             "batches": run.n_batches}
+    return out, info
+
+
+def _pansharpen_classical(args: argparse.Namespace, ms: Any, names: list[str], pan: Any, ratio: int, phase: int,
+                          reason: str, coords: dict[str, Any], grids: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """:data:`FALLBACK_METHOD` on the whole scene where the prior cannot serve, with a one-line note."""
+    import xarray as xr
+
+    from scorerecon.modalities.optical.bands import MTF_MS, MTF_PAN, band_specs
+    from scorerecon.modalities.optical.baselines import PANSHARPEN_BASELINES
+
+    try:
+        gains, mtf = [b.mtf_nyquist for b in band_specs(names)], "the sensor's MTF gains"
+    except KeyError:
+        gains, mtf = [MTF_MS] * len(names), f"generic MTF gain {MTF_MS} (unknown sensor)"
+    note = f"classical fallback: {reason}; ran {FALLBACK_METHOD} ({mtf}) instead of the diffusion prior"
+    if not args.quiet:
+        print(f"note: {note}")
+    fused = PANSHARPEN_BASELINES[FALLBACK_METHOD](np.asarray(ms, np.float64), np.asarray(pan, np.float64), ratio,
+                                                  phase, gains=gains, pan_gain=MTF_PAN)
+    out = xr.Dataset({"image": (("band", "y", "x"), fused.astype(np.float32))}, coords={**coords, "band": names})
+    out["image"].attrs["units"] = f"input MS units, sharpened to the pan grid by {FALLBACK_METHOD}"
+    info = {"task": "pansharpen", "ratio": ratio, **grids, "method": FALLBACK_METHOD, "note": note, "nfe": 0,
+            "samples": 0, "nfe_total": 0, "mtf_gains": gains}
     return out, info
 
 

@@ -132,11 +132,20 @@ def test_evaluate_pansharpen_cli_writes_json(tmp_path, capsys):
     code = main(["evaluate", "--task", "pansharpen", "--ms", *ms, "--ratio", "2", "--nfe", "1", "--crop", "40",
                  "--samples", "1", "--baselines", "gsa", "--quiet", "--json", str(out)])
     assert code == 0 and "synthesised" in json.loads(out.read_text())["params"]["pan"]
+    # a band set the prior does not know (6 of its 7 bands) or another ratio: the classical methods, with a note
     capsys.readouterr()
-    assert "MS bands ['B07'] missing" in _one_line_error(capsys, ["evaluate", "--task", "pansharpen", "--ms",
-                                                                  *ms[:6], "--ratio", "2"])
-    assert "trained for ratio 2" in _one_line_error(capsys, ["evaluate", "--task", "pansharpen", "--ms", *ms,
-                                                             "--ratio", "4"])
+    for argv, why, bands in ((["--ms", *ms[:6], "--pan", str(L8 / "l8_B8.tif"), "--ratio", "2"], "not B07", BANDS[:6]),
+                             (["--ms", *ms, "--ratio", "4"], "ratio 2, not 4", BANDS)):
+        code = main(["evaluate", "--task", "pansharpen", *argv, "--crop", "40", "--baselines", "gsa,mtf_glp",
+                     "--quiet", "--json", str(out)])
+        assert code == 0
+        printed = capsys.readouterr().out
+        notes = [line for line in printed.splitlines() if line.startswith("note: classical fallback")]
+        assert len(notes) == 1 and why in notes[0]
+        fallback = json.loads(out.read_text())
+        assert set(fallback["methods"]) == {"gsa", "mtf_glp"} and fallback["note"] == notes[0][len("note: "):]
+        assert fallback["params"]["bands"] == bands and np.isfinite(fallback["methods"]["gsa"]["ergas"])
+    assert "qnr" not in fallback["methods"]["gsa"]  # no real pan: no full-resolution scores
     bad = tmp_path / "l8_B1.tif"
     bad.write_bytes(b"not a tiff")
     assert "l8_B1.tif" in _one_line_error(capsys, ["evaluate", "--task", "pansharpen", "--ms", str(bad),
@@ -215,6 +224,17 @@ def test_reconstruct_pansharpen_keeps_the_pan_georeference(tmp_path, capsys):
     assert main(["export", str(out), "--format", "geotiff", "-o", str(cog)]) == 0
     with rasterio.open(cog) as src, rasterio.open(files[-1]) as pan:
         assert src.crs == pan.crs and src.transform == pan.transform and src.count == 7
+    # six MS bands (no B07): the prior cannot serve them -> MTF-GLP with a one-line note, same georeference
+    six = tmp_path / "six.zarr"
+    assert main(["ingest", *map(str, files[:6]), str(files[-1]), "-o", str(six), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["reconstruct", "--task", "pansharpen", "--input", str(six), "-o", str(tmp_path / "six_sharp.zarr"),
+                 "--threads", "1"]) == 0
+    assert [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note: classical fallback")]
+    res6 = open_store(tmp_path / "six_sharp.zarr")
+    assert res6["image"].shape == (6, 60, 60) and list(res6["band"].values) == BANDS[:6] and "std" not in res6
+    assert tuple(res6["image"].rio.transform()) == tuple(pan_ds["image"].rio.transform())
+    assert res6.attrs["reconstruction"]["method"] == "mtf_glp" and "not B07" in res6.attrs["reconstruction"]["note"]
     capsys.readouterr()
     ms_only = tmp_path / "ms.zarr"
     assert main(["ingest", *map(str, files[:7]), "-o", str(ms_only), "-q"]) == 0
