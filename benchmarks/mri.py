@@ -1,6 +1,18 @@
-"""Score-based MRI reconstruction vs. compressed sensing on real held-out data (issue 4).
+"""Score-based MRI reconstruction vs. compressed sensing on real data: unseen subjects first (issues 4, 15).
 
-Four parts, each printed as markdown tables with the metric convention and the machine:
+**Headline (``--parts tune,unseen``, the default).** ``tune`` chooses the warm start's ``t0`` on
+TRAINING slices of the prior's own training volume (Colin27 z = 60, 120, outside its held-out
+range; ``evaluate(tuning=True)``): DDS warm-started from TV at each ``t0`` of ``--t0-grid`` at
+R = 4 and 8, the best mean PSNR wins. ``unseen`` then runs, on every unseen subject of
+:mod:`unseen` (brain MR of other subjects and scanners, ``make unseen-data``) and on held-out
+slices of the training subject beside them: 1 coil, random 1-D mask, R = 4 and 8, 128^2 centre
+crop at the native pixel size (the solvers on the prior's pixel size when it differs by > 15 %),
+zero-filled / TV / L1-wavelet against DDS as the mean of ``--samples`` posterior samples at
+``--nfe`` each, from noise (cold) and warm-started from TV at ``t0``; per-subject rows, their
+mean, the same-subject row. ``--quick``: one slice per subject, R = 4 only. ``--prior PATH``
+compares priors.
+
+Older parts (``--parts 1,2,3,4``), each printed as markdown tables with the metric convention and the machine:
 
 1. **Undersampling matrix** -- R = 4 and R = 8, random and equispaced 1-D masks (fastMRI centre
    fractions 0.08 / 0.04), single-coil k-space simulated from held-out Colin27 T1 slices of the
@@ -24,8 +36,8 @@ Four parts, each printed as markdown tables with the metric convention and the m
    block), R = 4 and 8: SENSE zero-filled / TV / L1-wavelet against the diffusion solvers on real
    and imaginary parts (score-MRI), single samples and posterior means as in part 1.
 
-    python benchmarks/mri.py [--slices 85,95] [--crop 128] [--nfe 30] [--samples 4] [--pc-nfe 1000]
-                             [--parts 1,2,3,4]
+    python benchmarks/mri.py [--prior checkpoints/brain_mr_ddpm] [--quick] [--parts tune,unseen]
+                             [--slices 85,95] [--crop 128] [--nfe 30] [--samples 4] [--pc-nfe 1000]
 
 The store ``results/stores/colin27_t1.zarr`` (the priors' training store) is made by ``make
 bench-quality`` (or ``scorerecon ingest data/demo/colin27_t1.nii.gz -o results/stores/colin27_t1.zarr``).
@@ -34,6 +46,7 @@ bench-quality`` (or ``scorerecon ingest data/demo/colin27_t1.nii.gz -o results/s
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +65,80 @@ from scorerecon.pipelines.evaluate import (
 from scorerecon.pipelines.hardware import one_line
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/unseen.py
 TWIX = ROOT / "data" / "demo" / "twix_gre_phantom_2coil.dat"
+TUNE_SLICES = [60, 120]  # Colin27 training slices (the priors hold out z in [80, 100))
+BASELINES = ["zero_filled", "tv", "l1_wavelet"]
+
+
+def _save(name: str, payload: Any) -> None:
+    import json
+
+    out = ROOT / "results" / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(payload, indent=1, default=str))
+
+
+def tune_t0(args: argparse.Namespace) -> float:
+    """The warm start's t0 chosen on training slices (never on evaluation slices)."""
+    grid = [float(t) for t in args.t0_grid.split(",")]
+    scores = {t: [] for t in grid}
+    start = time.perf_counter()
+    rows = []
+    for accel in (4.0, 8.0):
+        variants = {f"t0={t:g}": {"solver": args.solver, "warm_start": "tv", "t0": t} for t in grid}
+        result = evaluate("mri", args.store, TUNE_SLICES, checkpoint=args.checkpoint, accel=accel, mask="random",
+                          nfe=args.nfe, seed=0, solvers=[args.solver], baselines=["tv"], crop=args.crop,
+                          variants=variants, tuning=True)
+        m = result["methods"]
+        for t in grid:
+            scores[t].append(m[f"t0={t:g}"]["psnr"])
+        rows.append(f"| R={accel:g} | {m['tv']['psnr']:.2f} | {m[args.solver]['psnr']:.2f} | "
+                    + " | ".join(f"{m[f't0={t:g}']['psnr']:.2f}" for t in grid) + " |")
+    best = max(grid, key=lambda t: float(np.mean(scores[t])))
+    print(f"\n#### Warm-start t0 chosen on TRAINING slices {TUNE_SLICES} of the prior's training volume "
+          f"({args.solver}, one sample, {args.nfe} NFE, TV initialiser)\n")
+    print(f"| setting | TV | {args.solver} cold | " + " | ".join(f"t0={t:g}" for t in grid) + " |")
+    print("|" + "---|" * (len(grid) + 3))
+    print("\n".join(rows))
+    print(f"\nchosen t0 = {best:g} (best mean PSNR over R = 4, 8). Wall {time.perf_counter() - start:.0f} s.",
+          flush=True)
+    return best
+
+
+def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
+    """Per-subject rows on unseen brain MR, their mean, and held-out slices of the training subject."""
+    from unseen import available, diffusion_variants, evaluate_subject, mri_subjects, summary_table
+
+    subjects, why = available(mri_subjects)
+    if why:
+        print(f"\n{why}")
+    if args.quick:
+        for s in subjects:
+            mid = len(s.slices) // 2
+            s.images, s.slices = s.images[mid:mid + 1], s.slices[mid:mid + 1]
+    variants = diffusion_variants(args.solver, args.samples, t0, "tv")
+    same = parse_slices(args.slices)[:1] if args.quick else parse_slices(args.slices)
+    payload = []
+    for accel in (4.0,) if args.quick else (4.0, 8.0):
+        start = time.perf_counter()
+        results = []
+        options = {"checkpoint": args.checkpoint, "accel": accel, "mask": "random", "nfe": args.nfe, "seed": 0,
+                   "solvers": [], "baselines": BASELINES, "crop": args.crop, "variants": variants}
+        for subject in subjects:
+            results.append(evaluate_subject(subject, **options))
+            print(f"  {subject.name}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+        held = evaluate("mri", args.store, same, **options)
+        held["subject"] = "Colin27 (the training subject)"
+        results.append(held)
+        print(f"\n#### Unseen subjects, R={accel:g}, 1 coil, random 1-D mask, {args.crop}^2 crop, PSNR (dB); diffusion"
+              f" = {args.solver} mean of {args.samples} samples x {args.nfe} NFE, warm = from TV at t0 = {t0:g}; "
+              f"prior {Path(args.checkpoint).name}\n")
+        print(summary_table(results, BASELINES, "tv"))
+        print(f"\nWall {time.perf_counter() - start:.0f} s.", flush=True)
+        payload.append({"accel": accel, "results": results})
+    _save(f"mri_unseen_{Path(args.checkpoint).name}{'_quick' if args.quick else ''}.json",
+          {"t0": t0, "runs": payload})
 
 
 def matrix(args: argparse.Namespace) -> None:
@@ -147,24 +233,37 @@ def twix(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", default=str(ROOT / "results/stores/colin27_t1.zarr"))
-    parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints/brain_ddpm"))
+    parser.add_argument("--checkpoint", "--prior", dest="checkpoint", default=str(ROOT / "checkpoints/brain_mr_ddpm"),
+                        help="the prior (default: checkpoints/brain_mr_ddpm)")
+    parser.add_argument("--quick", action="store_true", help="unseen part: one slice per subject, R = 4 only")
+    parser.add_argument("--solver", default="dds", help="the diffusion solver of the unseen tables (default dds)")
+    parser.add_argument("--t0", type=float, default=None, help="warm-start t0 (default: chosen by the tune part)")
+    parser.add_argument("--t0-grid", default="0.1,0.2,0.3,0.5", help="t0 values the tune part tries")
     parser.add_argument("--slices", default="85,95", help="held-out slices of the prior")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--nfe", type=int, default=30)
     parser.add_argument("--pc-nfe", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=4, help="posterior samples averaged by the *_mean rows")
     parser.add_argument("--solvers", default=None, help="comma list (default: all five; twix: dc,dds,prox)")
-    parser.add_argument("--parts", default="1,2,3,4",
-                        help="1 = R/mask matrix, 2 = few vs many NFE, 3 = twix, 4 = simulated 8-coil")
+    parser.add_argument("--parts", default="tune,unseen",
+                        help="tune = t0 on training slices, unseen = unseen subjects + same subject; 1 = R/mask "
+                        "matrix, 2 = few vs many NFE, 3 = twix, 4 = simulated 8-coil (held-out slices)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     args.solvers = None if args.solvers is None else args.solvers.split(",")
     torch.set_num_threads(args.threads)
-    parts = {int(p) for p in args.parts.split(",")}
+    parts = {p.strip() for p in args.parts.split(",")}
     total = time.perf_counter()
-    print(f"# benchmarks/mri.py ({time.strftime('%Y-%m-%d', time.gmtime())})\n\nConvention (fastMRI): magnitude "
-          "images; PSNR with data range = max of the reference; SSIM (skimage 7x7) per slice averaged; NMSE. "
-          "Single-coil k-space simulated noise-free from held-out slices; `*` = best of its family by PSNR.")
+    print(f"# benchmarks/mri.py ({time.strftime('%Y-%m-%d', time.gmtime())})\n\n`python {' '.join(sys.argv)}`\n\n"
+          "Convention (fastMRI): magnitude images; PSNR with data range = max of the reference; SSIM (skimage 7x7) "
+          "per slice averaged; NMSE. Single-coil k-space simulated noise-free from the slices; `*` = best of its "
+          "family by PSNR.")
+    if "unseen" in parts:
+        t0 = args.t0 if args.t0 is not None else (tune_t0(args) if "tune" in parts else 0.2)
+        unseen_subjects(args, t0)
+    elif "tune" in parts:
+        tune_t0(args)
+    parts = {int(p) for p in parts if p.isdigit()}
     if 1 in parts:
         matrix(args)
     if 2 in parts:

@@ -175,7 +175,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
              coil_maps: str = "true", samples: int = 1, warm_start: str | None = None, t0: float = 0.2,
              resample: bool = True, images: np.ndarray | None = None,
              pixel_spacing: tuple[float, float] | None = None,
-             source_files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+             source_files: list[dict[str, Any]] | None = None, tuning: bool = False) -> dict[str, Any]:
     """Run baselines and diffusion solvers on slices of ``store`` (or on ``images``); returns the result dict.
 
     ``images`` ``(S, H, W)`` replaces the store for data no reader ingests (e.g. a raw slice):
@@ -184,6 +184,8 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     source) describe them and ``store`` is only a name. ``warm_start`` (a baseline name) and
     ``t0`` warm-start every solver (a variant's ``"warm_start"``/``"t0"`` keys do it for one run);
     ``resample=False`` keeps the solvers on the input grid whatever the prior's pixel spacing.
+    ``tuning=True`` is for choosing settings on TRAINING slices (benchmarks only, never the CLI):
+    the holdout check is skipped and the result says ``"data": "training slices (tuning only)"``.
 
     ``variants`` adds named runs of a solver with other settings, e.g. ``{"dc_pc1000": {"solver":
     "dc", "nfe": 1000, "sampler": "pc"}}`` (score-SDE's predictor-corrector sampler at 1000 NFE
@@ -231,7 +233,8 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
         spacing, files = pixel_spacing, list(source_files or [])
         if raw.shape[0] != len(slices):
             raise InputError(None, f"{raw.shape[0]} images for {len(slices)} slice indices")
-    holdout = certify_slices(model.card, slices, files, raw, checkpoint)
+    holdout = {"data": "training slices (tuning only)"} if tuning else \
+        certify_slices(model.card, slices, files, raw, checkpoint)
     truth = prepare_slices(raw, crop, downsample, square=task == "ct")
     pixel = None if spacing is None else (spacing[0] * downsample, spacing[1] * downsample)
     pixel_mm = 1.0 if pixel is None else pixel[1]
@@ -379,7 +382,7 @@ def mean_variants(samples: int, solvers: tuple[str, ...] = ("dc", "projection", 
 # Metrics where smaller is better; every other metric column is "higher is better".
 LOWER_IS_BETTER = frozenset({"nmse", "sam", "ergas", "mae", "mae_inside", "mae_outside", "sam_inside",
                              "sam_outside", "d_lambda", "d_s", "rmse"})
-_NOT_METRICS = ("family", "nfe", "seconds", "data_range", "samples")
+_NOT_METRICS = ("family", "nfe", "seconds", "data_range", "samples", "t0")
 
 
 def best_per_family(methods: dict[str, dict[str, Any]], primary: str | None) -> dict[str, str]:
