@@ -6,7 +6,9 @@ seed, batch and device give bitwise the same output). With a sequence of seeds, 
 element, it is a :class:`SampleGenerators`: sample ``i``'s noise comes from generator ``i`` only,
 so a sample's result depends on its own seed and not on its batch mates, the batch size or its
 position in the batch. The tile engine (:mod:`scorerecon.pipelines.engine`) relies on that to
-give every tile the same result however tiles are batched.
+give every tile the same result however tiles are batched, and the reconstruction tasks
+(:func:`scorerecon.pipelines.tasks.reconstruct`) to give every slice the same result whatever
+slices it is reconstructed with; both name each stream with :func:`derive_seed`.
 
 ``noise_device`` puts the generators on another device than the sampling one (noise is drawn
 there and copied over): with ``noise_device="cpu"`` the same seeds give the same noise on CPU,
@@ -17,13 +19,28 @@ the sampling device.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["SampleGenerators", "randn"]
+__all__ = ["SampleGenerators", "derive_seed", "randn"]
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from ``parts`` (e.g. run seed, slice or tile id, sample index).
+
+    ``blake2b`` of the parts joined by ``|``: the same parts give the same seed in every process
+    and on every machine (Python's ``hash()`` is salted per process), and different parts give
+    unrelated streams, unlike ``seed + i``, whose neighbouring runs share streams (run seed 1's
+    slice 0 would be run seed 0's slice 1). The tile engine seeds every tile
+    (``derive_seed(seed, source, tile index)``) and the reconstruction tasks every slice and
+    posterior sample this way, so a result never depends on what else rides in its batch.
+    """
+    text = "|".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
 
 
 class SampleGenerators:

@@ -47,7 +47,6 @@ GPU, each with its own ``CUDA_VISIBLE_DEVICES``); the engine itself is single-de
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -63,7 +62,7 @@ import torch
 from torch import nn
 
 from scorerecon.models.guidance import Guidance
-from scorerecon.models.rng import SampleGenerators
+from scorerecon.models.rng import SampleGenerators, derive_seed
 from scorerecon.models.samplers import sample
 from scorerecon.models.score_model import NetworkScoreModel, ScoreModel
 from scorerecon.pipelines.device import (
@@ -99,10 +98,9 @@ _CORRECTOR_SAMPLERS = ("pc", "ncsn", "annealed_langevin")
 def tile_seed(seed: int, source: str, index: int) -> int:
     """A tile's own seed: a stable 63-bit hash of (run seed, input name, tile index).
 
-    ``hashlib`` rather than ``hash()``: Python salts string hashes per process.
+    :func:`~scorerecon.models.rng.derive_seed`, the same naming of streams the tasks use per slice.
     """
-    digest = hashlib.blake2b(f"{int(seed)}|{source}|{int(index)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+    return derive_seed(int(seed), source, int(index))
 
 
 # --------------------------------------------------------------------------------------------

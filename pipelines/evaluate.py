@@ -128,8 +128,8 @@ def prepare_slices(images: np.ndarray, crop: int | None = None, downsample: int 
 
 def _centre(x: np.ndarray, h: int, w: int) -> np.ndarray:
     s, H, W = x.shape
-    fill = float(x.min()) if x.size else 0.0
-    out = np.full((s, h, w), fill, dtype=np.float32)
+    out = np.empty((s, h, w), dtype=np.float32)  # pads take each slice's own minimum (batch-independent)
+    out[:] = x.reshape(s, -1).min(axis=1)[:, None, None] if x.size else 0.0
     sh, sw = min(h, H), min(w, W)
     out[:, (h - sh) // 2:(h - sh) // 2 + sh, (w - sw) // 2:(w - sw) // 2 + sw] = \
         x[:, (H - sh) // 2:(H - sh) // 2 + sh, (W - sw) // 2:(W - sw) // 2 + sw]
@@ -310,6 +310,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
             say(f"{name}: {methods[name]['psnr']:.2f} dB")
         problem = ct_problem(sino, geometry, pixel_mm, model.card["data"]["normalization"],
                              grid=grid["shape"][0] if grid["resampled"] else None)
+    problem.slice_ids = [int(z) for z in slices]  # each slice's noise stream named by its index: batch-independent
 
     if int(samples) < 1:
         raise InputError(None, f"--samples must be >= 1, got {samples}")

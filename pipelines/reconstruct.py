@@ -77,16 +77,13 @@ def _remove_oversampling(kspace: np.ndarray, factor: int) -> np.ndarray:
     return image_to_kspace(img[..., start:start + keep]).astype(np.complex64)
 
 
-def _kspace_input(args: argparse.Namespace, ds: Any) -> tuple[np.ndarray, list[int], Any, dict[str, Any]]:
-    """Measured k-space ``(S, C, ky, kx)`` of the selected slices (readout oversampling removed) and its grid."""
+def _kspace_input(args: argparse.Namespace, ds: Any, slices: list[int]) -> tuple[np.ndarray, Any, dict[str, Any]]:
+    """Measured k-space ``(S, C, ky, kx)`` of ``slices`` (readout oversampling removed) and its grid."""
     from scorerecon.modalities.io.grid import axis_map, centre_map, kspace_image_grid
     from scorerecon.modalities.io.store import attrs_json, load_checked
     from scorerecon.pipelines.record import default_geometry
 
     da = ds["kspace"]
-    if tuple(da.dims) != ("coil", "z", "ky", "kx"):
-        raise InputError(args.input, f"'kspace' must have dims (coil, z, ky, kx), got {da.dims}")
-    slices = _select_slices(int(da.sizes["z"]), args.slices, args.input)
     raw = load_checked(da.isel(z=slices).to_dataset(name="kspace"), args.input, "kspace", finite=True)  # (C, S, ky, kx)
     raw = np.ascontiguousarray(np.moveaxis(raw, 1, 0)).astype(np.complex64)  # (S, C, ky, kx)
     info: dict[str, Any] = {"input": "k-space from the store"}
@@ -100,13 +97,20 @@ def _kspace_input(args: argparse.Namespace, ds: Any) -> tuple[np.ndarray, list[i
         info["readout_oversampling_removed"] = factor
         in_plane = centre_map((nky, nkx), raw.shape[-2:])
     geometry = default_geometry(affine, grid_source, slices, in_plane, raw.shape[-2:])
-    return raw, slices, geometry, info
+    return raw, geometry, info
 
 
-def _image_input(args: argparse.Namespace, ds: Any, square: bool) -> tuple[np.ndarray, list[int], Any, float]:
-    """Selected slices of an image store, cropped / block-averaged (``--crop``, ``--downsample``), and their grid.
+def _image_slices(args: argparse.Namespace, ds: Any) -> int:
+    """The number of slices of an image store ``(z, y, x)`` (one line naming the store if it is not one)."""
+    if tuple(ds["image"].dims) != ("z", "y", "x"):
+        raise InputError(args.input, f"'image' must have dims (z, y, x), got {ds['image'].dims}")
+    return int(ds["image"].sizes["z"])
 
-    Returns the float32 slices ``(S, H, W)``, the slice indices, their :class:`~scorerecon.pipelines.record.Geometry`
+
+def _image_input(args: argparse.Namespace, ds: Any, square: bool, slices: list[int]) -> tuple[np.ndarray, Any, float]:
+    """``slices`` of an image store, cropped / block-averaged (``--crop``, ``--downsample``), and their grid.
+
+    Returns the float32 slices ``(S, H, W)``, their :class:`~scorerecon.pipelines.record.Geometry`
     and the output pixel size in mm (the store's ``x`` spacing times ``--downsample``; 1 mm without coordinates).
     """
     from scorerecon.modalities.io.grid import prepare_slices_map
@@ -115,15 +119,34 @@ def _image_input(args: argparse.Namespace, ds: Any, square: bool) -> tuple[np.nd
     from scorerecon.pipelines.record import image_geometry
 
     da = ds["image"]
-    if tuple(da.dims) != ("z", "y", "x"):
-        raise InputError(args.input, f"'image' must have dims (z, y, x), got {da.dims}")
-    slices = _select_slices(int(da.sizes["z"]), args.slices, args.input)
     images = load_checked(da.isel(z=slices).to_dataset(name="image"), args.input, finite=True).astype(np.float32)
     spacing = float(abs(da.coords["x"].values[1] - da.coords["x"].values[0])) \
         if "x" in da.coords and da.sizes["x"] > 1 else 1.0
     in_plane, out_shape = prepare_slices_map(images.shape[-2:], args.crop, args.downsample, square=square)
     images = prepare_slices(images, args.crop, args.downsample, square=square)
-    return images, slices, image_geometry(ds, slices, in_plane, out_shape), spacing * args.downsample
+    return images, image_geometry(ds, slices, in_plane, out_shape), spacing * args.downsample
+
+
+def _input_statistics(load: Any, n_z: int, mask: np.ndarray | None, quantile: float) -> tuple[float, np.ndarray]:
+    """The ``quantile`` of the zero-filled magnitude over EVERY slice of the input, and its sampled k-space.
+
+    ``load(indices)`` gives k-space ``(S, C, ky, kx)`` of those slices (8 at a time here); the
+    magnitude is the root-sum-of-squares over coils of the image of ``k * mask`` (``mask``
+    ``None``: the data as acquired); the second result is the union of the sampled locations.
+    Taken over the whole input rather than the selected slices, so that a slice's intensity
+    scale and an as-acquired mask do not depend on which other slices ``--slices`` selects.
+    """
+    from scorerecon.modalities.io.kspace import kspace_to_image
+    from scorerecon.modalities.mri.masks import sampling_mask
+
+    magnitudes, sampled = [], None
+    for z0 in range(0, n_z, 8):
+        raw = load(list(range(z0, min(n_z, z0 + 8))))
+        here = sampling_mask(raw).numpy() > 0
+        sampled = here if sampled is None else sampled | here
+        image = kspace_to_image(raw if mask is None else raw * mask)
+        magnitudes.append(np.sqrt((np.abs(image) ** 2).sum(axis=1)).astype(np.float32).ravel())
+    return float(np.quantile(np.concatenate(magnitudes), quantile)), sampled
 
 
 def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], Any]:
@@ -131,18 +154,33 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
 
     from scorerecon.modalities.io.kspace import image_to_kspace
     from scorerecon.modalities.io.store import open_store
-    from scorerecon.modalities.mri.masks import sampling_mask
-    from scorerecon.pipelines.tasks import reconstruct
+    from scorerecon.pipelines.tasks import intensity_mode, reconstruct
     from scorerecon.pipelines.tasks.mri import mask_info, mri_problem, phase_encode_mask
     from scorerecon.pipelines.tasks.volume import reconstruct_volume
 
     ds = open_store(args.input)
     phase: str | None = "auto"
     if "kspace" in ds.data_vars:
-        raw, slices, geometry, info = _kspace_input(args, ds)
+        if tuple(ds["kspace"].dims) != ("coil", "z", "ky", "kx"):
+            raise InputError(args.input, f"'kspace' must have dims (coil, z, ky, kx), got {ds['kspace'].dims}")
+        n_z = int(ds["kspace"].sizes["z"])
+        slices = _select_slices(n_z, args.slices, args.input)
+        raw, geometry, info = _kspace_input(args, ds, slices)
+
+        def load(indices: list[int]) -> np.ndarray:
+            return _kspace_input(args, ds, indices)[0]
     elif "image" in ds.data_vars:  # a magnitude image: single-coil k-space simulated from it (a real object)
-        images, slices, geometry, _ = _image_input(args, ds, square=False)
-        raw = image_to_kspace(images.astype(np.complex64))[:, None].astype(np.complex64)
+        n_z = _image_slices(args, ds)
+        slices = _select_slices(n_z, args.slices, args.input)
+
+        def simulate(images: np.ndarray) -> np.ndarray:
+            return image_to_kspace(images.astype(np.complex64))[:, None].astype(np.complex64)
+
+        def load(indices: list[int]) -> np.ndarray:
+            return simulate(_image_input(args, ds, False, indices)[0])
+
+        images, geometry, _ = _image_input(args, ds, False, slices)
+        raw = simulate(images)
         info = {"input": "single-coil k-space simulated (noise-free) from the store's magnitude image",
                 "crop": args.crop, "downsample": args.downsample}
         phase = None
@@ -151,11 +189,18 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
                                      f"{', '.join(map(str, ds.data_vars))}); --task mri needs a k-space store "
                                      "(scorerecon ingest RAW.dat|.h5|.cfl|.npy) or an MR image store")
     s, c, h, w = raw.shape
+    normalization = dict(model.card["data"]["normalization"])
+    intensity = args.intensity or intensity_mode(normalization)
+    quantile = float((normalization.get("percentiles") or (0.5, 99.5))[1]) / 100.0
+    reference = None
+    if args.mask in ("auto", "none"):  # the sampling pattern of the whole input, not of the selected slices
+        reference, sampled = _input_statistics(load, n_z, None, quantile)
     if args.mask == "auto":  # data acquired undersampled (unacquired samples are zeros) are taken as acquired
-        args.mask = "none" if float(sampling_mask(raw).mean()) < 0.95 else "random"
+        args.mask = "none" if float(sampled.mean()) < 0.95 else "random"
     if args.mask == "none":
-        mask = sampling_mask(raw)
-        info["mask"] = {"kind": "as acquired", "realised_acceleration": round(float(mask.numel() / mask.sum()), 3)}
+        mask = torch.from_numpy(sampled.astype(np.float32))
+        info["mask"] = {"kind": "as acquired (every sampled location of the input)",
+                        "realised_acceleration": round(float(mask.numel() / mask.sum()), 3)}
     else:
         if not args.accel > 1:
             raise InputError(None, f"--accel must be > 1 for retrospective undersampling, got {args.accel}")
@@ -164,6 +209,12 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
         except ValueError as exc:
             raise InputError(None, f"cannot build a {args.mask} mask at R={args.accel} for {h}x{w}: {exc}") from None
         info["mask"] = mask_info(args.mask, args.accel, mask, args.seed, axis=-2)
+    if intensity == "auto":  # the percentile normalisation resolved on the whole input volume
+        if reference is None or args.mask != "none":
+            reference = _input_statistics(load, n_z, mask.numpy(), quantile)[0]
+        normalization = {**normalization, "values": [0.0, max(reference, 1e-12)], "percentile": quantile * 100,
+                         "of": f"zero-filled magnitude (root-sum-of-squares over coils) of all {n_z} slice(s) "
+                               "of the input"}
     kspace = torch.from_numpy(raw) * mask
     maps = None
     if c > 1:
@@ -174,8 +225,11 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
         except ValueError as exc:
             raise InputError(args.input, f"{exc} (use a lower --accel or --mask poisson)") from None
         phase = None if info["sens_maps"]["phase_in_maps"] else phase
-    problem = mri_problem(kspace, mask, model.card["data"]["normalization"], maps, args.complex_mode,
-                          phase=phase, intensity=args.intensity)
+    problem = mri_problem(kspace, mask, normalization, maps, args.complex_mode, phase=phase,
+                          intensity="card" if intensity == "auto" else intensity)
+    problem.slice_ids = slices  # each slice's noise stream is named by its z index in the input
+    if intensity == "auto":
+        problem.info.update(intensity="auto", intensity_from="the whole input volume (reconstruct)")
     info["complex_handling"] = problem.info
     rec = _solve(args, problem, model, reconstruct, reconstruct_volume)
     image = rec.image.abs()[:, 0].cpu().numpy()
@@ -222,7 +276,8 @@ def _ct(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | 
     elif "image" in ds.data_vars:
         if (args.views is None) == (args.arc is None):
             raise InputError(None, "an image store needs exactly one of --views N or --arc DEG to simulate a sinogram")
-        hu, slices, out_geometry, pixel_mm = _image_input(args, ds, square=True)
+        slices = _select_slices(_image_slices(args, ds), args.slices, args.input)
+        hu, out_geometry, pixel_mm = _image_input(args, ds, True, slices)
         try:
             geometry = ct_geometry(hu.shape[-1], args.views, args.arc)
         except ValueError as exc:
@@ -235,6 +290,7 @@ def _ct(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | 
         raise InputError(args.input, f"store holds neither 'image' nor 'sinogram' (it has: {have}); "
                                      "--task ct needs a CT image or sinogram store")
     problem = ct_problem(sino, geometry, pixel_mm, model.card["data"]["normalization"])
+    problem.slice_ids = slices  # each slice's noise stream is named by its z index in the input
     info["geometry"] = geometry.config()
     info["pixel_size_mm"] = pixel_mm
     rec = _solve(args, problem, model, reconstruct, reconstruct_volume)

@@ -71,6 +71,7 @@ from scorerecon.models.guidance import (
     ProximalDataStep,
 )
 from scorerecon.models.parametrization import Prediction
+from scorerecon.models.rng import derive_seed
 from scorerecon.models.samplers import SampleResult, sample
 
 Tensor = torch.Tensor
@@ -88,6 +89,7 @@ __all__ = [
     "make_guidance",
     "reconstruct",
     "run_sampler",
+    "sample_seeds",
     "solver_spec",
 ]
 
@@ -212,6 +214,9 @@ class Problem:
     #: modality-specific solver defaults, applied before the caller's overrides
     solver_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     from_physical: Callable[[Tensor], Tensor] | None = None
+    #: what names each batch element's random stream (:func:`sample_seeds`): e.g. the input
+    #: store's z index of every slice; ``None``: its position in the batch
+    slice_ids: list[int] | None = None
 
     def spec(self, solver: str, **overrides: Any) -> dict[str, Any]:
         """The settings ``solver`` runs with on this problem."""
@@ -305,7 +310,7 @@ def make_guidance(name: str, operator: LinearOperator, y: Tensor, spec: dict[str
 
 
 def run_sampler(model: Any, shape: tuple[int, ...], spec: dict[str, Any], guidance: Guidance, nfe: int,
-                seed: int, device: torch.device | str, x_init: Tensor | None = None,
+                seed: int | list[int], device: torch.device | str, x_init: Tensor | None = None,
                 t_start: float | None = None) -> SampleResult:
     """THE call into :func:`~scorerecon.models.samplers.sample` for every task (swap point for batching).
 
@@ -315,6 +320,20 @@ def run_sampler(model: Any, shape: tuple[int, ...], spec: dict[str, Any], guidan
     warm = {} if x_init is None else {"x_init": x_init, "t_start": t_start}
     return sample(model, shape, sampler=spec["sampler"], nfe=nfe, seed=seed, device=device,
                   guidance=guidance, **warm, **options)
+
+
+def sample_seeds(problem: Problem, seed: int, sample: int) -> list[int]:
+    """The seed of every batch element of ``problem`` for posterior sample ``sample`` of a run seeded ``seed``.
+
+    ``derive_seed(seed, "slice", id, sample)`` for each element's id in
+    :attr:`Problem.slice_ids` (``reconstruct`` passes the input store's z indices, so slice 54's
+    noise is the same whatever else rides in its batch, its position or the batch size), or its
+    position in the batch when the problem names none. Never a function of the data: the same
+    seed gives the same streams on every device and for inputs that differ only in scale.
+    """
+    n = int(problem.shape[0])
+    ids = problem.slice_ids if problem.slice_ids is not None and len(problem.slice_ids) == n else range(n)
+    return [derive_seed(int(seed), "slice", int(i), int(sample)) for i in ids]
 
 
 @dataclass
@@ -328,7 +347,7 @@ class Reconstruction:
     seconds: float
     solver: str
     spec: dict[str, Any]
-    seeds: list[int]
+    seeds: list[list[int]]  # per posterior sample, the seed of every batch element (sample_seeds)
     samples: Tensor | None = None  # (n_samples, B, ...) physical images when n_samples > 1
 
 
@@ -344,7 +363,11 @@ def reconstruct(problem: Problem, model: Any, solver: str, nfe: int = 50, seed: 
     (:attr:`Problem.from_physical`), diffused to ``t_start`` and every sample runs its ``nfe``
     steps from there with the solver's data step as usual (hard data consistency stays hard).
 
-    ``n_samples > 1`` draws that many posterior samples (seeds ``seed, seed + 1, ...``) and
+    Every slice of the batch and every posterior sample draws its noise from its own stream
+    (:func:`sample_seeds`), so a slice's result does not depend on the slices it is batched
+    with (solvers that couple slices by design excepted: TV along z, the shared TTA adapter).
+
+    ``n_samples > 1`` draws that many posterior samples and
     returns their mean and the per-pixel std of the physical magnitude. ``guidance(operator, y)``,
     a factory called once per sample, replaces the solver's own data step (e.g.
     :class:`~.volume.TVzADMM`) while keeping its sampler settings.
@@ -358,7 +381,7 @@ def reconstruct(problem: Problem, model: Any, solver: str, nfe: int = 50, seed: 
         if problem.from_physical is None or t_start is None:
             raise ValueError("a warm start needs t_start and a problem that maps images to the model space")
         x_init = problem.from_physical(torch.as_tensor(init)).to(device)
-    states, images, seeds = [], [], []
+    states, images, seeds = [], [], []  # seeds: per sample, the seed of every batch element
     nfe_used = 0
     start = time.perf_counter()
     for k in range(int(n_samples)):
@@ -367,10 +390,11 @@ def reconstruct(problem: Problem, model: Any, solver: str, nfe: int = 50, seed: 
         net = wrapped  # test-time adaptation samples with its own adapted copy of the prior
         if isinstance(g, TestTimeAdaptation):
             net = SliceModel(g.model, wrapped.multiple, wrapped.channels_as_batch)
-        result = run_sampler(net, problem.shape, spec, g, nfe, seed + k, device, x_init, t_start)
+        streams = sample_seeds(problem, seed, k)
+        result = run_sampler(net, problem.shape, spec, g, nfe, streams, device, x_init, t_start)
         states.append(result.x)
         images.append(problem.to_physical(result.x))
-        seeds.append(seed + k)
+        seeds.append(streams)
         nfe_used = result.nfe
     seconds = time.perf_counter() - start
     if n_samples == 1:

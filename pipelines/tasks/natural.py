@@ -298,8 +298,9 @@ def restore_zero_shot(problem: Problem, model: Any, solver: str, nfe: int = 20, 
                       init: Tensor | None = None, t_start: float | None = None, **overrides: Any) -> Reconstruction:
     """Run one of :data:`NATURAL_SOLVERS` on ``problem`` under the unconditional ``model``.
 
-    ``n_samples > 1`` returns the mean of that many posterior samples (seeds ``seed, seed + 1,
-    ...``; ``nfe`` per sample): a Monte-Carlo posterior mean, which PSNR rewards over one sample.
+    ``n_samples > 1`` returns the mean of that many posterior samples (one noise stream per image
+    and sample, :func:`~scorerecon.pipelines.tasks.sample_seeds`; ``nfe`` per sample): a
+    Monte-Carlo posterior mean, which PSNR rewards over one sample.
     ``start`` (:data:`STARTS`) or ``init`` + ``t_start`` choose where the reverse process starts
     (module docstring); ``sdedit`` always starts at the measurement. The returned ``spec`` records
     the start and its time.

@@ -21,10 +21,11 @@ whole volume ``(1, 1, D, H, W)`` (fully convolutional, padded by
 :class:`~scorerecon.pipelines.tasks.SliceModel`); the 2-D slice operator is lifted to it by
 :class:`SliceStackOperator`.
 
-**Uncertainty**: :func:`posterior_mean_std` draws ``N`` posterior samples (seeds ``seed ..
-seed + N - 1``) and returns the mean and per-voxel standard deviation of the magnitude. With
-hard data consistency the std vanishes on what the measurement pins down and is positive on
-what it leaves free (unmeasured k-space, the null space of a sparse-view projector).
+**Uncertainty**: :func:`posterior_mean_std` draws ``N`` posterior samples (one noise stream per
+slice and sample, :func:`~scorerecon.pipelines.tasks.sample_seeds`) and returns the mean and
+per-voxel standard deviation of the magnitude. With hard data consistency the std vanishes on what
+the measurement pins down and is positive on what it leaves free (unmeasured k-space, the null
+space of a sparse-view projector).
 """
 
 from __future__ import annotations
