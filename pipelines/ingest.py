@@ -14,10 +14,12 @@ from pathlib import Path
 
 import xarray as xr
 
+from scorerecon.hardware import software_versions
 from scorerecon.modalities.io.outputs import check_output
 from scorerecon.modalities.io.store import COMPRESSIONS, write_store
 from scorerecon.pipelines.errors import InputError
 from scorerecon.pipelines.options import output_path
+from scorerecon.pipelines.record import command_line
 
 READERS = {
     "dicom": "scorerecon.modalities.io.dicom",
@@ -118,7 +120,7 @@ def read_sources(paths: list[Path], reader: str | None = None, **options) -> dic
 
 
 def ingest(paths: list[Path], output: Path, reader: str | None = None, overwrite: bool = False,
-           progress: bool = False, compression: str = "lz4", **options) -> Path:
+           progress: bool = False, compression: str = "lz4", command: str | None = None, **options) -> Path:
     """Read ``paths`` and write them to the Zarr v3 store ``output`` atomically.
 
     The output is checked before anything is read: ``--overwrite`` never replaces a source, a
@@ -128,6 +130,9 @@ def ingest(paths: list[Path], output: Path, reader: str | None = None, overwrite
     paths = [Path(p) for p in paths]
     check_output(output, "dir", overwrite, protect=paths)
     groups = read_sources(paths, reader=reader, **options)
+    for ds in groups.values():  # with source_files (sha256): what `provenance verify` checks on its own
+        ds.attrs.update({"command": command, "software": software_versions()} if command else
+                        {"software": software_versions()})
     return write_store(groups, output, overwrite=overwrite, progress=progress, compression=compression,
                        protect=paths)
 
@@ -135,7 +140,7 @@ def ingest(paths: list[Path], output: Path, reader: str | None = None, overwrite
 def _run(args: argparse.Namespace) -> int:
     out = ingest(args.sources, args.output, reader=args.reader, overwrite=args.overwrite,
                  progress=not args.quiet, compression=args.compression, series=args.series, item=args.item,
-                 stack=args.stack, acquisition=args.acquisition)
+                 stack=args.stack, acquisition=args.acquisition, command=command_line(args))
     print(f"wrote {out}")
     return 0
 

@@ -8,7 +8,11 @@
 * ``scorerecon provenance prov RUN_DIR [-o FILE]`` prints (or writes) the PROV-JSON of a crate.
 * ``scorerecon provenance verify OUTPUT`` recomputes the sha256 of ``OUTPUT`` (a file, a folder,
   or the run folder for everything) and of everything it was made from, back to the source files
-  and checkpoints; a difference is one ``scorerecon: error: <file>: ...`` line and exit 2.
+  and checkpoints; a difference is one ``scorerecon: error: <file>: ...`` line and exit 2. Outside
+  a run folder (an output of the plain ``ingest`` / ``reconstruct`` / ``export`` commands), or
+  with ``--standalone``, it checks the provenance the output itself carries instead: sources'
+  and prior's sha256, input stores in turn, every chunk of a store read back
+  (:mod:`scorerecon.modalities.io.verify`).
 
 The work is done in :mod:`scorerecon.modalities.io.rocrate`.
 """
@@ -19,7 +23,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from scorerecon.errors import InputError
 from scorerecon.modalities.io.rocrate import build_crate, crate_to_prov, find_crate, read_crate, verify
+from scorerecon.modalities.io.verify import verify_output
 from scorerecon.pipelines.options import output_file
 
 
@@ -42,10 +48,21 @@ def _prov(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    lines = verify(args.output, workdir=args.workdir)
+    try:
+        crate = None if args.standalone else find_crate(args.output)
+    except InputError:
+        crate = None  # not in a run folder: the output's own provenance record
+    if crate is None:
+        lines, missing = verify_output(args.output)
+        summary = (f"verified {args.output} from the provenance it carries: "
+                   f"{sum(line.startswith('ok ') for line in lines)} check(s) passed"
+                   + (f", {missing} recorded file(s) not found (not checked)" if missing else ""))
+    else:
+        lines = verify(args.output, workdir=args.workdir)
+        summary = f"verified {len(lines)} file(s) against {crate}"
     if not args.quiet:
         print("\n".join(lines))
-    print(f"verified {len(lines)} file(s) against {find_crate(args.output)}")
+    print(summary)
     return 0
 
 
@@ -72,5 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = sub.add_parser("verify", help="recompute hashes from OUTPUT back to its sources")
     check.add_argument("output", type=Path, help="an output file or folder of a run, or the run folder")
     check.add_argument("--workdir", type=Path, help="where the workflow ran, if moved (default: from the crate)")
+    check.add_argument("--standalone", action="store_true", help="check only the provenance OUTPUT carries "
+                       "(sources' and prior's sha256, its own chunks), even inside a run folder")
     check.add_argument("-q", "--quiet", action="store_true", help="only the summary line")
     check.set_defaults(func=_verify)
