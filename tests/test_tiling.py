@@ -113,8 +113,15 @@ def test_tiles_keep_geo_transform():
     row0, col0 = tile.origin
     m = grid.tile_affine(tile)
     tile_transform = Affine(*m[:2].ravel())
-    assert tile_transform @ (0, 0) == transform @ (col0, row0)
-    assert tile_transform @ (5, 7) == pytest.approx(transform @ (col0 + 5, row0 + 7))
+    assert _apply(tile_transform, 0, 0) == _apply(transform, col0, row0)
+    assert _apply(tile_transform, 5, 7) == pytest.approx(_apply(transform, col0 + 5, row0 + 7))
+
+
+def _apply(transform, col: float, row: float) -> tuple[float, float]:
+    """``transform`` at pixel ``(col, row)``, spelled out: ``affine`` 2.x has no ``Affine @ tuple``, 3.x
+    deprecates ``Affine * tuple``, and the coefficients ``a..f`` read the same in both."""
+    a, b, c, d, e, f = tuple(transform)[:6]
+    return a * col + b * row + c, d * col + e * row + f
 
 
 def test_lazy_input_reads_only_the_tile():
