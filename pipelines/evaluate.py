@@ -48,7 +48,7 @@ import numpy as np
 from scorerecon.pipelines.errors import InputError
 from scorerecon.pipelines.holdout import certify_slices
 from scorerecon.pipelines.options import DEVICE_HELP, device, float_range, int_range, output_file
-from scorerecon.pipelines.tasks.grid import prior_pixel_spacing, reconstruction_grid
+from scorerecon.pipelines.tasks.grid import plan_grid
 
 DEFAULT_CHECKPOINTS = {"mri": "checkpoints/brain_ddpm", "ct": "checkpoints/head_ct_ddpm"}
 CONVENTIONS = {
@@ -238,9 +238,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     truth = prepare_slices(raw, crop, downsample, square=task == "ct")
     pixel = None if spacing is None else (spacing[0] * downsample, spacing[1] * downsample)
     pixel_mm = 1.0 if pixel is None else pixel[1]
-    prior_mm, prior_from = prior_pixel_spacing(model.card)
-    grid = reconstruction_grid(truth.shape[-2:], pixel, prior_mm if resample else None)
-    grid["prior_pixel_from"] = prior_from if resample else "resampling switched off"
+    grid = plan_grid(model.card, truth.shape[-2:], pixel, resample)
     if task == "ct" and grid["resampled"]:
         n = grid["shape"][1]
         grid.update(shape=[n, n], pixel_mm=[pixel_mm * truth.shape[-1] / n] * 2)

@@ -225,13 +225,24 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
         except ValueError as exc:
             raise InputError(args.input, f"{exc} (use a lower --accel or --mask poisson)") from None
         phase = None if info["sens_maps"]["phase_in_maps"] else phase
+    from scorerecon.pipelines.tasks.grid import geometry_pixel_mm, plan_grid
+
+    info["grid"] = plan_grid(model.card, (h, w), geometry_pixel_mm(geometry.attrs), not args.no_resample)
     problem = mri_problem(kspace, mask, normalization, maps, args.complex_mode, phase=phase,
-                          intensity="card" if intensity == "auto" else intensity)
+                          intensity="card" if intensity == "auto" else intensity,
+                          grid=tuple(info["grid"]["shape"]) if info["grid"]["resampled"] else None)
     problem.slice_ids = slices  # each slice's noise stream is named by its z index in the input
     if intensity == "auto":
         problem.info.update(intensity="auto", intensity_from="the whole input volume (reconstruct)")
     info["complex_handling"] = problem.info
-    rec = _solve(args, problem, model, reconstruct, reconstruct_volume)
+    init = None
+    if args.warm_start not in (None, "none"):
+        from scorerecon.pipelines.tasks.mri import MRI_BASELINES, mri_baselines
+
+        if args.warm_start not in MRI_BASELINES:
+            raise InputError(None, f"--warm-start {args.warm_start!r}: choose from {list(MRI_BASELINES)} or none")
+        init = mri_baselines(kspace, mask, maps, (args.warm_start,))[args.warm_start][0]
+    rec = _solve(args, problem, model, reconstruct, reconstruct_volume, init)
     image = rec.image.abs()[:, 0].cpu().numpy()
     std = None if rec.std is None else rec.std[:, 0].cpu().numpy()
     info.update(_solver_record(args, rec))
@@ -289,32 +300,47 @@ def _ct(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | 
         have = ", ".join(map(str, ds.data_vars))
         raise InputError(args.input, f"store holds neither 'image' nor 'sinogram' (it has: {have}); "
                                      "--task ct needs a CT image or sinogram store")
-    problem = ct_problem(sino, geometry, pixel_mm, model.card["data"]["normalization"])
+    from scorerecon.pipelines.tasks.grid import plan_grid
+
+    n_in = geometry.image_size
+    info["grid"] = plan_grid(model.card, (n_in, n_in), (pixel_mm, pixel_mm), not args.no_resample)
+    problem = ct_problem(sino, geometry, pixel_mm, model.card["data"]["normalization"],
+                         grid=info["grid"]["shape"][1] if info["grid"]["resampled"] else None)
     problem.slice_ids = slices  # each slice's noise stream is named by its z index in the input
     info["geometry"] = geometry.config()
     info["pixel_size_mm"] = pixel_mm
-    rec = _solve(args, problem, model, reconstruct, reconstruct_volume)
+    init = None
+    if args.warm_start not in (None, "none"):
+        from scorerecon.pipelines.tasks.ct import CT_BASELINES, ct_baselines
+
+        if args.warm_start not in CT_BASELINES:
+            raise InputError(None, f"--warm-start {args.warm_start!r}: choose from {list(CT_BASELINES)} or none")
+        init = ct_baselines(sino, geometry, pixel_mm, (args.warm_start,))[args.warm_start][0]
+    rec = _solve(args, problem, model, reconstruct, reconstruct_volume, init)
     image = rec.image[:, 0].cpu().numpy()
     std = None if rec.std is None else rec.std[:, 0].cpu().numpy()
     info.update(_solver_record(args, rec))
     return image, std, info, out_geometry
 
 
-def _solve(args: argparse.Namespace, problem: Any, model: Any, reconstruct: Any, reconstruct_volume: Any) -> Any:
+def _solve(args: argparse.Namespace, problem: Any, model: Any, reconstruct: Any, reconstruct_volume: Any,
+           init: Any = None) -> Any:
     import torch
 
+    warm = {} if init is None else {"init": init, "t_start": args.t0}  # warm start (CCDF) from a baseline
     with torch.no_grad():
         if args.tv_z > 0 and problem.shape[0] > 1:
             return reconstruct_volume(problem, model, args.solver, nfe=args.nfe, seed=args.seed, tv_z=args.tv_z,
-                                      n_samples=args.samples, device=args.device)
+                                      n_samples=args.samples, device=args.device, **warm)
         return reconstruct(problem, model, args.solver, nfe=args.nfe, seed=args.seed, n_samples=args.samples,
-                           device=args.device)
+                           device=args.device, **warm)
 
 
 def _solver_record(args: argparse.Namespace, rec: Any) -> dict[str, Any]:
     return {"solver": rec.solver, "solver_settings": rec.spec, "nfe": rec.nfe, "nfe_budget": args.nfe,
             "seed": args.seed, "seeds": rec.seeds, "samples": args.samples, "tv_z": args.tv_z,
             "volume_mode": "2d prior + TV-z ADMM" if args.tv_z > 0 else "slice by slice",
+            "warm_start": None if args.warm_start in (None, "none") else {"from": args.warm_start, "t0": args.t0},
             "sampling_seconds": round(rec.seconds, 3)}
 
 
@@ -386,6 +412,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--samples", type=int_range(1, 1000), default=None,
                         help="posterior samples; > 1 also writes a std map (default 1; pansharpen 5, cloud 8)")
     parser.add_argument("--slices", default=None, help="z indices (85,95 or 80:100[:step]); default all")
+    parser.add_argument("--warm-start", default=None,
+                        help="start the solver at --t0 from this classical reconstruction (mri: tv, l1_wavelet, "
+                        "zero_filled; ct: tv, fbp, sart; none: from noise)")
+    parser.add_argument("--t0", type=float, default=0.2, help="warm start: diffusion time to start at (default 0.2)")
+    parser.add_argument("--no-resample", action="store_true",
+                        help="mri/ct: keep the input's pixel grid even when it differs > 15%% from the prior's")
     parser.add_argument("--tv-z", type=float, default=0.0,
                         help="TV weight along z: > 0 reconstructs the slices as one volume (ADMM; solver dds/prox)")
     mri = parser.add_argument_group("MRI")

@@ -35,8 +35,8 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["TOLERANCE", "centre_crop_pad", "fourier_resample", "kept_band", "prior_pixel_spacing",
-           "reconstruction_grid", "resample_centred"]
+__all__ = ["TOLERANCE", "centre_crop_pad", "fourier_resample", "geometry_pixel_mm", "kept_band", "plan_grid",
+           "prior_pixel_spacing", "reconstruction_grid", "resample_centred"]
 
 #: relative pixel-size difference above which the solvers reconstruct on the prior's grid
 TOLERANCE = 0.15
@@ -177,3 +177,26 @@ def resample_centred(images: Tensor, shape: tuple[int, int], src_mm: tuple[float
             img = ndimage.gaussian_filter(img, sigma, mode="nearest")
         out[k] = ndimage.map_coordinates(img, coords, order=3, mode="nearest")
     return torch.from_numpy(out.reshape(*lead, m_h, m_w)).to(device=images.device, dtype=images.dtype)
+
+
+def plan_grid(card: dict[str, Any], shape: tuple[int, int], pixel_mm: tuple[float, float] | None,
+              resample: bool = True) -> dict[str, Any]:
+    """:func:`reconstruction_grid` against the prior's spacing (:func:`prior_pixel_spacing`), recorded."""
+    prior_mm, source = prior_pixel_spacing(card)
+    grid = reconstruction_grid(shape, pixel_mm, prior_mm if resample else None)
+    grid["prior_pixel_from"] = source if resample else "resampling switched off"
+    return grid
+
+
+def geometry_pixel_mm(attrs: dict[str, Any]) -> tuple[float, float] | None:
+    """In-plane ``(dy, dx)`` mm of an output geometry's ``affine`` (``(z, y, x)`` grid), or ``None``
+    where the size is a documented default rather than a fact of the input."""
+    affine = attrs.get("affine")
+    note = str(attrs.get("affine_source", ""))
+    if affine is None or "default" in note or "where the header gives no size" in note:
+        return None
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.all(np.isfinite(a)):
+        return None
+    dx, dy = (float(np.linalg.norm(a[:3, k])) for k in (0, 1))
+    return (dy, dx) if dx > 0 and dy > 0 else None
