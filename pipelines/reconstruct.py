@@ -404,7 +404,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--input", type=Path, required=True,
                         help="k-space or image store (MRI), image or sinogram store (CT)")
     parser.add_argument("-o", "--output", type=output_path, required=True, help="output Zarr store")
-    parser.add_argument("--checkpoint", default=None, help="prior (default: checkpoints/brain_ddpm | head_ct_ddpm)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="prior: a name or path, found from any folder (docs/checkpoints.md; default brain_ddpm "
+                             "| head_ct_ddpm)")
     parser.add_argument("--solver", default="dds", help="dc | projection | dps | dds | prox | dds_tta (default dds)")
     parser.add_argument("--nfe", type=int_range(1, 100_000), default=None,
                         help="network evaluations per sample (default 50; pansharpen 2, cloud 10)")
