@@ -272,3 +272,31 @@ def test_checkpoint_search_order(tmp_path, monkeypatch) -> None:
         resolve_checkpoint("./head_ct_ddpm")  # explicitly here, and it is not
     with pytest.raises(InputError, match="looked in .*checkpoints"):
         resolve_checkpoint("no_such_prior")
+
+
+def test_ct_from_a_sinogram_store_gets_the_stated_pixel_grid(tmp_path) -> None:
+    """A sinogram store states no image affine: the grid is its pixel size and slice spacing, centred at 0."""
+    import torch
+    import xarray as xr
+
+    from scorerecon.modalities.io.store import write_store
+    from scorerecon.pipelines.tasks.ct import ct_geometry, simulate_sinogram
+
+    _need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
+    volume = np.asarray(nib.load(DEMO / "head_ct_hu.nii.gz").dataobj[::8, ::8, 50:53], dtype=np.float32)
+    hu = torch.from_numpy(np.ascontiguousarray(volume.transpose(2, 1, 0)))  # (3, 32, 32) at 8 x 0.957 mm
+    geometry = ct_geometry(32, 10)
+    sino = simulate_sinogram(hu, geometry, 8 * 0.957)[:, 0].numpy()
+    ds = xr.Dataset({"sinogram": (("z", "angle", "det"), sino)}, coords={"angle": list(geometry.angles_deg)},
+                    attrs={"image_size": 32, "pixel_size_mm": 8 * 0.957, "slice_spacing_mm": 1.5})
+    write_store(ds, tmp_path / "sino.zarr")
+    out = tmp_path / "rec.zarr"
+    _run("reconstruct", "--task", "ct", "--input", str(tmp_path / "sino.zarr"), "-o", str(out), "--slices", "1",
+         "--nfe", "1", "--threads", "1")
+    rec = open_store(out)
+    a = np.asarray(rec.attrs["affine"])
+    np.testing.assert_allclose(np.diag(a)[:3], [8 * 0.957, 8 * 0.957, 1.5])
+    np.testing.assert_allclose(a @ [15.5, 15.5, 0, 1.0], [0, 0, 0, 1.0], atol=1e-9)  # the middle of 3 slices
+    assert "orientation and position unknown" in rec.attrs["affine_source"]
+    _run("export", str(out), "--format", "nifti", "-o", str(tmp_path / "rec.nii.gz"))
+    np.testing.assert_allclose(nib.load(tmp_path / "rec.nii.gz").affine, a, atol=1e-5)
