@@ -4,12 +4,12 @@ Every slice and posterior sample draws its noise from its own stream, named by (
 sample) (:func:`scorerecon.pipelines.tasks.sample_seeds`), and every normalisation is per slice
 or per input volume, never per batch. So ``reconstruct --slices 53,54`` gives slice 54 the same
 image as ``--slices 54`` -- equal to float32 rounding: batched convolutions and the CT
-projector's sparse mat-mul (MKL's multi-column kernel) sum in another order. With DDS (the default
-solver, 3 NFE, 128^2, 23 views) slice 54 alone vs with 53 differs by 0.002 HU mean / 0.017 HU max;
-with one generator per batch it differed by 143 HU mean. The hard-consistency solvers ``dc`` and
-``projection`` amplify the rounding through 30 CG iterations on the ill-conditioned Radon normal
-equations to ~1.5 / 1.0 HU mean (24 / 12 HU max at 32^2, 12 views, 2 NFE): a difference within
-their own CG accuracy, the same as between two BLAS builds, and not asserted here.
+projector's sparse mat-mul (MKL's multi-column kernel) sum in another order.
+``benchmarks/batch_independence.py`` (128^2, 23 views, 3 NFE; 2026-12-04, 2-core AMD EPYC) measures
+slice 54 alone vs with 53: DDS (the default) 0.002 HU mean / 0.017 HU max, against 143 / 5210 HU
+with one generator per batch; ``dc`` and ``projection`` amplify the rounding through their CG on
+the ill-conditioned Radon normal equations to 0.12 / 0.21 HU mean (1.8 / 8.1 HU max) -- within
+their own CG accuracy, as between two BLAS builds, and not asserted here.
 Real data: the demo head CT and Colin27 T1 volumes, the shipped priors, CPU.
 """
 
