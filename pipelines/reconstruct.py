@@ -25,6 +25,10 @@ posterior samples and stores their mean (``image``) and per-voxel std (``std``).
 
 Pan-sharpening and cloud removal (``--task pansharpen|cloud``) run conditional models over
 georeferenced scenes in tiles; they live in :mod:`scorerecon.pipelines.reconstruct_remote`.
+Photographs (``--task sr|deblur|denoise|inpaint|lowlight``) are restored by
+:mod:`scorerecon.pipelines.reconstruct_natural`. Every task's choices and defaults (solvers,
+prior, NFE, samples) and the module that runs it come from the task registry
+(:mod:`scorerecon.pipelines.tasks.registry`); this module runs MRI and CT.
 
 Image-store inputs of both tasks may be block-averaged (``--downsample F``) and centre-cropped
 (``--crop N``) first.
@@ -52,8 +56,6 @@ import numpy as np
 
 from scorerecon.pipelines.errors import InputError
 from scorerecon.pipelines.options import DEVICE_HELP, device, float_range, int_range, output_path
-
-DEFAULT_CHECKPOINTS = {"mri": "checkpoints/brain_ddpm", "ct": "checkpoints/head_ct_ddpm"}
 
 
 def _select_slices(n: int, text: str | None, store: Path) -> list[int]:
@@ -345,34 +347,42 @@ def _solver_record(args: argparse.Namespace, rec: Any) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Fill the task's defaults from the registry, check the solver, run the task's module."""
     import torch
+
+    from scorerecon.pipelines.tasks.registry import get_task, resolve
+
+    task = get_task(args.task)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.solver = args.solver or task.default_solver
+    if args.solver not in task.solvers:
+        raise InputError(None, f"--solver {args.solver!r} is not a --task {task.name} solver; choose from "
+                               f"{', '.join(task.solvers)}")
+    if args.nfe is None:
+        args.nfe = task.nfe
+    return int(resolve(task.reconstruct)(args))
+
+
+def run_medical(args: argparse.Namespace) -> int:
+    """``scorerecon reconstruct --task mri|ct`` (``args.solver`` / ``args.nfe`` defaulted by ``_run``)."""
     import xarray as xr
 
     from scorerecon.modalities.io.outputs import check_output
     from scorerecon.modalities.io.store import open_store, write_store
     from scorerecon.models.checkpoint import load_score_model
     from scorerecon.pipelines.record import finish_output
-    from scorerecon.pipelines.tasks import SOLVERS
+    from scorerecon.pipelines.tasks.registry import get_task
 
-    if args.task in ("pansharpen", "cloud"):  # conditional remote-sensing models: their own module
-        from scorerecon.pipelines.reconstruct_remote import run_remote
-
-        return run_remote(args)
-    if args.nfe is None:
-        args.nfe = 50
     if args.samples is None:
-        args.samples = 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.solver not in SOLVERS:
-        raise InputError(None, f"--solver must be one of {list(SOLVERS)}, got {args.solver!r}")
+        args.samples = get_task(args.task).samples
     if args.nfe < 1 or args.samples < 1:
         raise InputError(None, "--nfe and --samples must be >= 1")
     if args.downsample < 1:
         raise InputError(None, "--downsample must be >= 1")
     check_output(args.output, "dir", args.overwrite, protect=[args.input])  # before the prior is loaded
     open_store(args.input)  # a missing or incomplete store fails before the prior is loaded
-    checkpoint = args.checkpoint or DEFAULT_CHECKPOINTS[args.task]
+    checkpoint = args.checkpoint or get_task(args.task).prior_for(args.solver)
     model = load_score_model(checkpoint, device=args.device)
     model.eval()
     start = time.perf_counter()
@@ -397,22 +407,32 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from scorerecon.pipelines.tasks.registry import TASKS
+
+    def per_task(text: Any) -> str:  # "mri, ct: A; sr, ...: B": tasks sharing a value named together
+        groups: dict[str, list[str]] = {}
+        for t in TASKS.values():
+            groups.setdefault(str(text(t)), []).append(t.name)
+        return "; ".join(f"{', '.join(names)}: {value}" for value, names in groups.items())
+
     parser = subparsers.add_parser("reconstruct",
-                                   help="score-based MRI / CT reconstruction of a store into a new store",
+                                   help="score-based reconstruction of a store or photograph into a new store",
                                    description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", choices=("mri", "ct", "pansharpen", "cloud"), required=True)
-    parser.add_argument("--input", type=Path, required=True,
-                        help="k-space or image store (MRI), image or sinogram store (CT)")
+    parser.add_argument("--task", choices=tuple(TASKS), required=True, help="what to reconstruct (docs/tasks.md)")
+    parser.add_argument("--input", type=Path, required=True, help=per_task(lambda t: t.reconstruct_input))
     parser.add_argument("-o", "--output", type=output_path, required=True, help="output Zarr store")
     parser.add_argument("--checkpoint", default=None,
-                        help="prior: a name or path, found from any folder (docs/checkpoints.md; default brain_ddpm "
-                             "| head_ct_ddpm)")
-    parser.add_argument("--solver", default="dds", help="dc | projection | dps | dds | prox | dds_tta (default dds)")
+                        help="prior: a name or path, found from any folder (docs/checkpoints.md; default: the "
+                             "solver's prior, " + per_task(lambda t: t.default_prior) + ")")
+    parser.add_argument("--solver", default=None,
+                        help="diffusion solver (default first): " + per_task(
+                            lambda t: " | ".join([t.default_solver, *(s for s in t.solvers if s != t.default_solver)])))
     parser.add_argument("--nfe", type=int_range(1, 100_000), default=None,
-                        help="network evaluations per sample (default 50; pansharpen 2, cloud 10)")
+                        help="network evaluations per sample (default " + per_task(lambda t: t.nfe) + ")")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int_range(1, 1000), default=None,
-                        help="posterior samples; > 1 also writes a std map (default 1; pansharpen 5, cloud 8)")
+                        help="posterior samples; > 1 also writes a std map (default " + per_task(lambda t: t.samples)
+                        + "; conditional photo models 4)")
     parser.add_argument("--slices", default=None, help="z indices (85,95 or 80:100[:step]); default all")
     parser.add_argument("--warm-start", default=None,
                         help="start the solver at --t0 from this classical reconstruction (mri: tv, l1_wavelet, "
@@ -434,14 +454,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="auto: per-input normalisation; card: the prior's training units (default: the card's "
                           "rule, auto unless its normalisation is a fixed physical window)")
     mri.add_argument("--keep-oversampling", action="store_true", help="keep the readout oversampling")
-    ct = parser.add_argument_group("CT; --crop / --downsample: any image store input")
+    ct = parser.add_argument_group("CT; --crop: any image input; --downsample: any image store input")
     ct.add_argument("--views", type=int_range(1, 100_000), default=None, help="sparse view: views over [0, 180)")
     ct.add_argument("--arc", type=float_range(0, 360, lo_open=True), default=None, help="limited angle: arc in degrees")
     ct.add_argument("--crop", type=int_range(1, 4096), default=None, help="centre-crop slices to N x N")
     ct.add_argument("--downsample", type=int_range(1, 64), default=1, help="average F x F blocks first")
+    from scorerecon.pipelines.reconstruct_natural import add_arguments as add_natural
     from scorerecon.pipelines.reconstruct_remote import add_arguments
 
     add_arguments(parser)
+    add_natural(parser)
     parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=int_range(1, 1024), default=None)
     parser.add_argument("--overwrite", action="store_true")

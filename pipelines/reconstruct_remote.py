@@ -46,10 +46,12 @@ import numpy as np
 import torch
 
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.tasks.registry import TASKS
 
-DEFAULT_CHECKPOINTS = {"pansharpen": "checkpoints/landsat8_pansharpen", "cloud": "checkpoints/s2_cloud"}
+#: views of the task registry (:mod:`scorerecon.pipelines.tasks.registry`): the default checkpoint and
 #: (DDIM steps per sample, samples) when --nfe / --samples are not given
-DEFAULT_SAMPLING = {"pansharpen": (2, 5), "cloud": (10, 8)}
+DEFAULT_CHECKPOINTS = {t: TASKS[t].default_prior for t in ("pansharpen", "cloud")}
+DEFAULT_SAMPLING = {t: (TASKS[t].nfe, TASKS[t].samples) for t in ("pansharpen", "cloud")}
 HALO = 12  # coarse MS pixels read around a tile for the interpolation
 #: cloud removal: length (pixels) of the composite's ramp inside the mask (:func:`.clouds.feather`)
 FEATHER_RADIUS = 2.0
@@ -62,7 +64,7 @@ FALLBACK_METHOD = "mtf_glp"
 
 
 def load_task_model(task: str, checkpoint: str | Path | None = None, device: str = "cpu") -> tuple[Any, str]:
-    """The conditional model for ``task`` (default checkpoint if ``None``), in eval mode, and its path.
+    """The conditional model for ``task`` (default checkpoint if ``None``), in eval mode, and its resolved path.
 
     Refuses a checkpoint whose card was trained for another task (``data.task``).
     """
@@ -74,7 +76,7 @@ def load_task_model(task: str, checkpoint: str | Path | None = None, device: str
     trained_for = model.card.get("data", {}).get("task")
     if trained_for != task:
         raise InputError(checkpoint, f"checkpoint is not a {task} model (card data.task = {trained_for!r})")
-    return model, checkpoint
+    return model, str(model.checkpoint_path)
 
 
 def pansharpen_fallback_reason(names: list[str], ratio: int, card_data: dict[str, Any]) -> str | None:
@@ -382,7 +384,7 @@ def _cloud_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, A
     out["image"].attrs["description"] = (f"outside the cloud mask the input; inside, the mean of {samples} posterior "
                                          f"samples, blended into the input over {FEATHER_RADIUS:g} px")
     out["std"].attrs["description"] = f"per-pixel std over {samples} posterior samples (x the blend weight)"
-    calibration = load_calibration(args.checkpoint or DEFAULT_CHECKPOINTS["cloud"])
+    calibration = load_calibration(model.checkpoint_path)
     settings = cloud_settings(samples, args.nfe)
     interval = "none: the checkpoint has no interval calibration"
     if calibration is not None:
@@ -411,12 +413,15 @@ def load_calibration(checkpoint: str | Path) -> Any:
     """The checkpoint's :class:`~scorerecon.modalities.optical.conformal.IntervalCalibration`, or ``None``."""
     from scorerecon.modalities.optical.conformal import IntervalCalibration
 
-    path = Path(checkpoint) / CALIBRATION_FILE
+    from scorerecon.models.checkpoint import resolve_checkpoint
+
+    root = resolve_checkpoint(checkpoint)  # a name or path, found from any folder
+    path = (root if root.is_dir() else root.parent) / CALIBRATION_FILE
     return IntervalCalibration.load(path) if path.exists() else None
 
 
 def run_remote(args: argparse.Namespace) -> int:
-    """``scorerecon reconstruct --task pansharpen|cloud`` (called from reconstruct's ``_run``)."""
+    """``scorerecon reconstruct --task pansharpen|cloud`` (the registry's entry for both, called by reconstruct)."""
     from scorerecon.modalities.io.store import open_store, write_store
     from scorerecon.pipelines.record import finish_output
 

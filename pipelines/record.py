@@ -154,12 +154,15 @@ def command_line(args: argparse.Namespace) -> str:
 
 def finish_output(ds: xr.Dataset, *, task: str, args: argparse.Namespace, model: Any, checkpoint: str | Path,
                   inputs: Sequence[tuple[str | Path, str]], info: Mapping[str, Any], seconds: float,
-                  reader: str, geometry: Geometry | None = None, modality: str | None = None) -> xr.Dataset:
+                  reader: str, geometry: Geometry | None = None, modality: str | None = None,
+                  georeferenced: bool = True) -> xr.Dataset:
     """``ds`` with its geometry and provenance attached (see the module docstring); returns the new dataset.
 
     ``inputs``: every ``(store, group)`` read; ``checkpoint``: the prior's resolved path;
     ``geometry``: required for a medical ``(z, y, x)`` image, absent for a geo ``(band, y, x)``
     image (which must carry its CRS). ``modality`` (``CT``, ``MR``) picks the DICOM SOP class.
+    ``georeferenced=False``: a plain picture ``(band, y, x)`` (a restored photograph) that has no
+    CRS to carry; its pixel grid is its geometry.
     """
     from scorerecon.hardware import describe, software_versions
 
@@ -173,7 +176,7 @@ def finish_output(ds: xr.Dataset, *, task: str, args: argparse.Namespace, model:
             ds = ds.assign_coords(source_slice=("z", np.asarray(geometry.slices, dtype=np.int64),
                                                 {"long_name": "z index of the slice in the input store"}))
         attrs.update(geometry.attrs)
-    elif dims[-3:] == ("band", "y", "x"):
+    elif dims[-3:] == ("band", "y", "x") and georeferenced:
         if "spatial_ref" not in ds.coords or ds["image"].rio.crs is None:
             raise InputError(inputs[0][0] if inputs else None, "the output carries no CRS / transform to write")
         attrs["crs"] = ds["image"].rio.crs.to_string()

@@ -70,9 +70,19 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     """
     from scorerecon.modalities.io.image import read
 
-    ds = next(iter(read([Path(path)]).values()))
+    return rgb_from_dataset(next(iter(read([Path(path)]).values())), path)
+
+
+def rgb_from_dataset(ds: Any, path: str | os.PathLike | None = None) -> np.ndarray:
+    """An image dataset ``image (band, y, x)`` (the image reader's layout, or a store ingested from
+    one) as float32 ``(H, W, 3)`` in ``[0, 1]``, as :func:`load_rgb` reads files; ``path`` names it in errors."""
+    if "image" not in ds.data_vars or tuple(ds["image"].dims) != ("band", "y", "x") or "band" not in ds.coords:
+        raise InputError(path, "expected an image (band, y, x) with named bands (R, G, B or L), as ingested from "
+                               "a PNG / JPEG / TIFF")
     arr = ds["image"].values
     bands = [str(b) for b in ds["band"].values]
+    if "R" not in bands and "L" not in bands:
+        raise InputError(path, f"no colour or grey band to restore (bands: {', '.join(bands)})")
     if np.issubdtype(arr.dtype, np.integer):
         arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
     else:
