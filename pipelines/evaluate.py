@@ -175,7 +175,8 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
              coil_maps: str = "true", samples: int = 1, warm_start: str | None = None, t0: float = 0.2,
              resample: bool = True, images: np.ndarray | None = None,
              pixel_spacing: tuple[float, float] | None = None,
-             source_files: list[dict[str, Any]] | None = None, tuning: bool = False) -> dict[str, Any]:
+             source_files: list[dict[str, Any]] | None = None, tuning: bool = False,
+             keep_images: bool = False) -> dict[str, Any]:
     """Run baselines and diffusion solvers on slices of ``store`` (or on ``images``); returns the result dict.
 
     ``images`` ``(S, H, W)`` replaces the store for data no reader ingests (e.g. a raw slice):
@@ -184,6 +185,8 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     source) describe them and ``store`` is only a name. ``warm_start`` (a baseline name) and
     ``t0`` warm-start every solver (a variant's ``"warm_start"``/``"t0"`` keys do it for one run);
     ``resample=False`` keeps the solvers on the input grid whatever the prior's pixel spacing.
+    ``keep_images`` adds ``result["_panels"]``, the middle slice of every method as a
+    :class:`~scorerecon.pipelines.panels.PanelSet` (``--images``; not JSON).
     ``tuning=True`` is for choosing settings on TRAINING slices (benchmarks only, never the CLI):
     the holdout check is skipped and the result says ``"data": "training slices (tuning only)"``.
 
@@ -252,6 +255,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
         params["pixel_size_note"] = "the input has no pixel spacing: 1 mm assumed, no resampling"
     methods: dict[str, dict[str, Any]] = {}
     classical: dict[str, tuple[Any, float]] = {}  # name -> (physical image, seconds): warm-start initialisers
+    shown: dict[str, tuple[Any, Any]] = {}  # diffusion name -> (image, std): the --images pictures
     say = log or (lambda msg: None)
 
     if task == "mri":
@@ -341,14 +345,22 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
             rec = run(problem, model, base, nfe=budget, seed=seed, n_samples=draws, device=device, **init,
                       **settings)
         est = rec.image.detach().cpu()
+        if keep_images:
+            shown[solver] = (est if task == "mri" else est[:, 0], rec.std)
         metrics = image_metrics(truth, est.abs()) if task == "mri" else ct_metrics(truth, est[:, 0].numpy())
         residual = float(problem.residual(rec.model_state.cpu()).mean())
         extra = {"warm_start": source, "t0": init["t_start"]} if init else {}
         methods[solver] = _entry("diffusion", metrics, rec.nfe * draws, rec.seconds + init_secs,
                                  relative_data_residual=round(residual, 6), samples=draws, **extra)
         say(f"{solver}: {methods[solver]['psnr']:.2f} dB, {rec.nfe} NFE, {rec.seconds:.1f} s")
-    return {"task": task, "convention": CONVENTIONS[task], "data": holdout["data"], "params": params,
-            "slices": slices, "methods": methods}
+    result = {"task": task, "convention": CONVENTIONS[task], "data": holdout["data"], "params": params,
+              "slices": slices, "methods": methods}
+    if keep_images:
+        from scorerecon.pipelines.panels import medical_panels
+
+        result["_panels"] = medical_panels(task, truth, slices, classical, shown, methods, data=holdout["data"],
+                                           measurement=kmask if task == "mri" else sino)
+    return result
 
 
 def _initialiser(name: str, classical: dict[str, tuple[Any, float]], task: str, measurement: Any, setting: Any,
@@ -484,7 +496,7 @@ def _evaluate_medical(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                     seed=args.seed, solvers=_csv(args.solvers), baselines=_csv(args.baselines), crop=args.crop,
                     downsample=args.downsample, device=args.device, log=log, coils=args.coils,
                     coil_maps=args.coil_maps, samples=args.samples or 1, warm_start=args.warm_start, t0=args.t0,
-                    resample=not args.no_resample)
+                    resample=not args.no_resample, keep_images=getattr(args, "images", None) is not None)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -503,9 +515,15 @@ def _run(args: argparse.Namespace) -> int:
     else:
         result = importlib.import_module(TASK_EVALUATORS[args.task]).evaluate_from_args(args, log)
     primary = result.pop("_primary", None)  # the metric that ranks methods in the table (e.g. "ergas")
+    panels = result.pop("_panels", None)  # the middle slice / image of every method (--images)
     result["params"]["wall_seconds"] = round(time.perf_counter() - start, 2)
     if args.json:
         atomic_write_json(Path(args.json), result)
+    if args.images:
+        if panels is None:
+            print(f"note: --task {args.task} keeps no pictures; {args.images} not written")
+        else:
+            panels.save(args.images)
     print(markdown_table(result, primary=primary))
     if result.get("note"):  # e.g. a classical fallback where the prior cannot serve the input
         print(f"note: {result['note']}")
@@ -569,5 +587,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch CPU threads")
     parser.add_argument("--json", type=output_file(), default=None, help="write the result JSON here (atomically)")
+    parser.add_argument("--images", type=output_file(".npz"), default=None,
+                        help="write the pictures `scorerecon report` shows (middle slice of every method, input, "
+                        "reference, posterior std; float16 .npz) here")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=_run)

@@ -295,7 +295,13 @@ def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     """The ``scorerecon evaluate`` entry point for the natural-image tasks."""
     from scorerecon.pipelines.evaluate import _csv
 
-    return evaluate_natural(args.task, list(args.input or []), nfe=args.nfe, seed=args.seed, scale=args.scale,
-                            sigma=args.sigma, kernel=args.kernel, mask=args.mask or "box", crop=args.crop,
-                            checkpoint=args.checkpoint, solvers=_csv(args.solvers), baselines=_csv(args.baselines),
-                            device=args.device, log=log, samples=args.samples or 1)
+    pictures = getattr(args, "images", None) is not None  # --images: the report's picture set
+    result = evaluate_natural(args.task, list(args.input or []), nfe=args.nfe, seed=args.seed, scale=args.scale,
+                              sigma=args.sigma, kernel=args.kernel, mask=args.mask or "box", crop=args.crop,
+                              checkpoint=args.checkpoint, solvers=_csv(args.solvers), baselines=_csv(args.baselines),
+                              device=args.device, log=log, samples=args.samples or 1, keep_images=pictures)
+    if pictures:
+        from scorerecon.pipelines.panels import natural_panels
+
+        result["_panels"] = natural_panels(result)
+    return result

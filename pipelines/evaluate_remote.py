@@ -474,7 +474,11 @@ def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         result = evaluate_pansharpen(list(args.ms), args.pan, ratio, checkpoint=args.checkpoint, nfe=nfe,
                                      samples=samples, seed=args.seed, baselines=_csv(args.baselines), crop=args.crop,
                                      device=args.device, log=log)
-        result.pop("_arrays")
+        arrays = result.pop("_arrays")
+        if getattr(args, "images", None) is not None:  # --images: the report's picture set
+            from scorerecon.pipelines.panels import pansharpen_panels
+
+            result["_panels"] = pansharpen_panels(arrays, result)
         return result
     if args.clear is None or args.cloudy is None:
         raise InputError(None, "--task cloud needs --clear FILE and --cloudy FILE")

@@ -11,8 +11,17 @@ What it shows, for an output directory ``OUTDIR`` of the workflow (``results/dem
 * the sample grids ``OUTDIR/samples/*.png``, embedded as they are;
 * the per-rule timings and peak memory from Snakemake's ``benchmark:`` files
   (``OUTDIR/benchmarks/**/*.tsv``), as a table and a bar chart;
-* one table per task from the evaluation JSON files ``OUTDIR/eval/*.json``
-  (``{"task", "convention", "params", "methods": {NAME: {"family", <metrics>, "nfe", "seconds"}}}``);
+* per evaluation (``OUTDIR/eval/*.json``, ``{"task", "convention", "data", "params", "methods":
+  {NAME: {"family", <metrics>, "nfe", "seconds"}}}``) its metric table and, from the picture set
+  ``evaluate --images`` wrote beside it (``eval/<task>.npz``, :mod:`scorerecon.pipelines.panels`),
+  one figure: the measurement and the input (zero-filled MRI, FBP, the degraded photo, the
+  low-resolution MS), the best classical result, every diffusion method, the reference, their
+  |error| maps on one common scale and the posterior std where samples were averaged, with a
+  caption stating the windowing and whether the data were unseen;
+* per reconstruction (``OUTDIR/recon/*.zarr``): the middle slice beside the slice of the input it
+  came from (when the measurement was simulated from it: then also the |difference|), the
+  posterior std, and the files it was exported to (``OUTDIR/recon/exports/<task>/<format>``:
+  NIfTI / DICOM / GeoTIFF read back for their geometry);
 * the hardware the GPU steps were given (``OUTDIR/hardware.json``, written by
   ``scorerecon report --hardware`` inside a GPU job).
 
@@ -72,6 +81,7 @@ th{background:#e8edf3;text-align:left} td.num{text-align:right;font-variant-nume
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 pre{background:#f0f2f5;padding:6px;border-radius:4px;overflow-x:auto;margin:4px 0}
 .error{color:#a40000;font-weight:600} .muted{color:#5a6372;font-size:13px}
+figure.pictures{margin:8px 0} figure.pictures figcaption{text-align:left;color:#3a4352;max-width:1100px}
 """
 
 
@@ -420,11 +430,340 @@ def _evaluation_panel(path: Path, data: dict[str, Any] | str) -> str:
             for name, r in methods.items()]
     numeric = [False, False, *([True] * (len(metrics) + 2))]
     params = data.get("params")
-    return (f'<div class="panel"><h3>{_esc(data.get("task", path.stem))}</h3>'
-            f'<p><b>Convention</b>: {_esc(data.get("convention", "not stated"))}</p>'
+    npz = path.with_suffix(".npz")
+    label = data.get("data") or (params.get("data") if isinstance(params, dict) else None)
+    return (f'<div class="panel" id="eval-{_esc(path.stem)}"><h3>{_esc(data.get("task", path.stem))}</h3>'
+            + (f'<p><b>Data</b>: {_esc(label)}</p>' if label else "")
+            + f'<p><b>Convention</b>: {_esc(data.get("convention", "not stated"))}</p>'
+            + (_pictures(npz, methods, label) if npz.is_file() else "")
             + ("<details><summary>parameters</summary><pre>"
                f"{_esc(json.dumps(params, indent=1, sort_keys=True))}</pre></details>" if params else "")
             + _table(header, rows, numeric) + f'<p class="muted">from {_esc(path.name)}</p></div>')
+
+
+# ------------------------------------------------------------------------------------ pictures
+def _display(panels: Any, image: np.ndarray, role: str) -> np.ndarray:
+    """An item as imshow shows it: grey ``(h, w)`` or RGB ``(h, w, 3)`` in ``[0, 1]`` on the set's window."""
+    meta = panels.meta
+    if role == "measurement":  # its own grey scale (mask, sinogram, pan)
+        return _stretch(image if image.ndim == 2 else image.mean(axis=-1))
+    if panels.kind == "rgb":
+        return np.clip(image, 0.0, 1.0)
+    if panels.kind == "multispectral":
+        lo, hi = (np.asarray(v, dtype=np.float64) for v in meta["window"])
+        rgb = image[..., meta["rgb"]] if image.ndim == 3 else image[..., None]
+        return np.clip((rgb - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)
+    lo, hi = meta.get("window", (float(np.nanmin(image)), float(np.nanmax(image))))
+    plane = image if image.ndim == 2 else image.mean(axis=-1)
+    return np.clip((plane - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+
+
+def _metric_line(name: str, methods: dict[str, dict[str, Any]] | None, primary: str | None) -> str:
+    result = (methods or {}).get(name)
+    if not result:
+        return ""
+    keys = [k for k in (primary, "psnr", "ssim") if k and isinstance(result.get(k), (int, float))]
+    seen: list[str] = []
+    for k in keys:
+        if k not in seen:
+            seen.append(k)
+    parts = [f"{result[k]:.2f} dB" if k == "psnr" else f"{k.upper()} {_fmt(float(result[k]))}" for k in seen[:2]]
+    return " · ".join(parts)
+
+
+def _robust_top(maps: list[np.ndarray]) -> float:
+    tops = [float(np.percentile(m[np.isfinite(m)], 99)) for m in maps if np.isfinite(m).any()]
+    top = float(np.median(tops)) if tops else 1.0
+    return top if top > 0 else 1.0
+
+
+def panels_figure(panels: Any, methods: dict[str, dict[str, Any]] | None = None) -> tuple[bytes, str]:
+    """The picture set as one PNG (images; |error| on one scale; posterior std) and the error scale's text."""
+    import textwrap
+
+    items = panels.items
+    reference = panels.reference()
+    errors = [it.error for it in items]  # |error| computed by the picture set at full precision
+    stds = [None if it.std is None else (it.std.mean(axis=-1) if it.std.ndim == 3 else it.std) for it in items]
+    has_err, has_std = any(e is not None for e in errors), any(s is not None for s in stds)
+    rows = 1 + has_err + has_std
+    cell = min(4.0, max(2.3, 10.0 / len(items)))  # few pictures (a reconstruction): larger cells
+    fig = Figure(figsize=(cell * len(items) + 0.9, cell * rows + 0.7 * rows), dpi=100)
+    # one narrow last column holds the colour bars, so every row's pictures stay in their columns
+    grid = fig.subplots(rows, len(items) + 1, squeeze=False,
+                        gridspec_kw={"width_ratios": [1.0] * len(items) + [0.06]})
+    axes, bars = grid[:, :-1], grid[:, -1]
+    ref_shape = reference.shape[:2] if reference is not None else None
+    origin = "lower" if panels.kind in ("ct", "mri") else "upper"  # RAS volumes: anterior up, as the previews
+    for col, it in enumerate(items):
+        name, role, label = it.name, it.role, it.label
+        ax = axes[0, col]
+        shown = _display(panels, it.image, role)
+        extent = None
+        if ref_shape and role != "measurement" and shown.shape[:2] != ref_shape:
+            # an input smaller than the reference (SR, low-res MS) is drawn over the same extent
+            rows_span = (-0.5, ref_shape[0] - 0.5) if origin == "lower" else (ref_shape[0] - 0.5, -0.5)
+            extent = (-0.5, ref_shape[1] - 0.5, *rows_span)
+        ax.imshow(shown, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent, origin=origin,
+                  aspect="auto" if role == "measurement" else "equal")
+        metric = _metric_line(name, methods, panels.meta.get("primary"))
+        title = "\n".join(textwrap.wrap(label, 30)[:3]) + (f"\n{metric}" if metric else "")
+        ax.set_title(title, fontsize=8)
+    scale_text = ""
+    if has_err:
+        # one scale for all: the median of the maps' 99th percentiles (a failed method saturates, it does
+        # not wash out the others)
+        vmax = _robust_top([e for e in errors if e is not None])
+        last = None
+        for col, err in enumerate(errors):
+            if err is not None:
+                last = axes[1, col].imshow(err, cmap="inferno", vmin=0.0, vmax=vmax, interpolation="nearest",
+                                           origin=origin)
+        fig.colorbar(last, cax=bars[1])
+        axes[1, 0].set_ylabel("|error|", fontsize=9)
+        unit = {"ct": " HU", "mri": " of the reference max", "rgb": " (RGB, 0-1)"}.get(panels.kind, " (input units)")
+        scale_text = (f"|error| maps share one scale, 0 to {_fmt(vmax)}{unit} (the median of the maps' 99th "
+                      "percentiles; brighter saturates)")
+    if has_std:
+        row = 1 + has_err
+        vmax = _robust_top([s for s in stds if s is not None])
+        last = None
+        for col, std in enumerate(stds):
+            if std is not None:
+                last = axes[row, col].imshow(std, cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest",
+                                             origin=origin)
+        fig.colorbar(last, cax=bars[row])
+        axes[row, 0].set_ylabel("posterior std", fontsize=9)
+        unit = {"ct": " HU", "mri": " (magnitude units)"}.get(panels.kind, "")
+        scale_text += f"; posterior std 0 to {_fmt(vmax)}{unit} (per-pixel std over the averaged samples)"
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not ax.images:
+            ax.set_frame_on(False)
+    for ax in bars:
+        if not ax.collections and not ax.images:
+            ax.set_axis_off()
+    return _figure_png(fig), scale_text
+
+
+def _pictures(npz: Path, methods: dict[str, dict[str, Any]] | None, data_label: Any) -> str:
+    """The figure and caption of an evaluation's picture set (``evaluate --images``)."""
+    from scorerecon.pipelines.panels import load_panels
+
+    try:
+        panels = load_panels(npz)
+        png, scale_text = panels_figure(panels, methods)
+    except (ValueError, KeyError, IndexError) as exc:
+        return f'<p class="error">{_esc(npz.name)}: {_esc(exc)}</p>'
+    meta = panels.meta
+    data = data_label or meta.get("data")
+    caption = [f"<b>{_esc(meta.get('slice', ''))}</b>"]
+    if data:
+        caption.append(f"data: <b>{_esc(data)}</b>")
+    caption.append(f"display: {_esc(meta.get('display', ''))}")
+    if scale_text:
+        caption.append(_esc(scale_text))
+    caption.append(f"from {_esc(npz.name)}")
+    return (f'<figure class="pictures">{_img(png, f"pictures of {npz.stem}")}'
+            f'<figcaption>{" · ".join(caption)}</figcaption></figure>')
+
+
+# ------------------------------------------------------------------------------- reconstructions
+def find_reconstructions(outdir: Path) -> list[Path]:
+    """Complete-looking reconstruction stores of a run (``OUTDIR/recon/*.zarr``)."""
+    return sorted(p for p in (outdir / "recon").glob("*.zarr") if p.is_dir() and not p.name.startswith("."))
+
+
+def _real(values: np.ndarray) -> np.ndarray:
+    """Magnitude of complex values; real values (HU can be negative) as they are."""
+    return (np.abs(values) if np.iscomplexobj(values) else values).astype(np.float32)
+
+
+def _input_slice(recon: xr.Dataset, z: int) -> np.ndarray | None:
+    """The input store's slice ``z`` on the reconstruction's grid, or None where the grids differ.
+
+    Image stores: the voxel map ``inv(A_input) @ A_recon`` must be an in-plane shift (a crop); k-space
+    stores: the root-sum-of-squares image (readout oversampling cropped) of the same shape.
+    """
+    from scorerecon.modalities.io.store import open_store
+
+    try:
+        source = open_store(Path(str(recon.attrs["input_store"])))
+    except (KeyError, InputError, OSError, ValueError):
+        return None
+    ny, nx = recon.sizes["y"], recon.sizes["x"]
+    if "image" in source.data_vars and {"z", "y", "x"} <= set(source["image"].dims):
+        try:
+            voxel = np.linalg.inv(np.asarray(source.attrs["affine"], float)) @ np.asarray(recon.attrs["affine"], float)
+        except (KeyError, ValueError, np.linalg.LinAlgError):
+            return None
+        if not np.allclose(voxel[:2, :2], np.eye(2), atol=1e-3):
+            return None  # resampled in-plane (--downsample): no voxel-to-voxel comparison
+        x0, y0 = (int(round(v)) for v in voxel[:2, 3])
+        image = source["image"]
+        if min(x0, y0) < 0 or y0 + ny > image.sizes["y"] or x0 + nx > image.sizes["x"] or not 0 <= z < image.sizes["z"]:
+            return None
+        extra = {d: 0 for d in image.dims if d not in ("z", "y", "x")}
+        plane = np.asarray(image.isel(extra, z=z, y=slice(y0, y0 + ny), x=slice(x0, x0 + nx))
+                           .transpose("y", "x").values)
+        return _real(plane)
+    if "kspace" in source.data_vars:
+        from scorerecon.modalities.io.kspace import kspace_to_image
+
+        k = source["kspace"]
+        extra = {d: 0 for d in k.dims if d not in ("coil", "z", "ky", "kx")}
+        k = k.isel(extra, z=z) if "z" in k.dims else k.isel(extra)
+        k = k.expand_dims("coil") if "coil" not in k.dims else k
+        rss = np.sqrt(np.sum(np.abs(kspace_to_image(np.asarray(k.transpose("coil", "ky", "kx").values)
+                                                     .astype(np.complex64))) ** 2, axis=0))
+        factor = float(source.attrs.get("readout_oversampling", 1.0) or 1.0)
+        if factor > 1:
+            keep = int(round(rss.shape[-1] / factor))
+            rss = rss[:, (rss.shape[-1] - keep) // 2:(rss.shape[-1] - keep) // 2 + keep]
+        return rss.astype(np.float32) if rss.shape == (ny, nx) else None
+    return None
+
+
+def _simulated(info: Any) -> bool:
+    """Whether the reconstruction's measurement was simulated from its input (a retrospective run)."""
+    if not isinstance(info, dict):
+        return False
+    mask = info.get("mask") if isinstance(info.get("mask"), dict) else {}
+    return "simulated" in str(info.get("measurement", "")) + str(info.get("input", "")) or \
+        mask.get("kind") in ("random", "equispaced", "poisson")
+
+
+def reconstruction_panels(path: Path) -> Any:
+    """A reconstruction store's middle slice as a picture set: its input slice, result, std."""
+    from scorerecon.modalities.io.store import attrs_json, open_store
+    from scorerecon.pipelines.panels import CT_WINDOW, PanelSet
+
+    ds = open_store(path)
+    task = str(ds.attrs.get("task", path.stem))
+    image = ds["image"]
+    std = ds["std"] if "std" in ds.data_vars else None
+    if {"z", "y", "x"} <= set(image.dims):
+        m = image.sizes["z"] // 2
+        z_in = int(ds["source_slice"].values[m]) if "source_slice" in ds.coords else m
+        result = _real(np.asarray(image.isel(z=m).transpose("y", "x").values))
+        spread = None if std is None else np.asarray(std.isel(z=m).transpose("y", "x").values)
+        source = _input_slice(ds, z_in)
+        info = attrs_json(ds, "reconstruction") or {}
+        retro = source is not None and _simulated(info)
+        where = f"z = {z_in} of the input (slice {m + 1} of {image.sizes['z']} reconstructed)"
+        ct = task == "ct" or str(ds.attrs.get("modality", "")).upper() == "CT"
+        top = float(np.max(source)) if source is not None else float(np.max(result))
+        meta = {"slice": where, "primary": None, "window": list(CT_WINDOW) if ct else [0.0, top or 1.0],
+                "display": (f"HU window [{CT_WINDOW[0]:g}, {CT_WINDOW[1]:g}] (soft tissue, W400 L40)" if ct else
+                            "magnitude from 0 to the input slice's maximum") + (
+                                "; the measurement was simulated from the input, so |difference| to it is the "
+                                "error" if retro else "")}
+        panels = PanelSet(task, "ct" if ct else "mri", meta)
+        if source is not None:
+            panels.add("input", "reference" if retro else "input", source,
+                       "input slice (the measurement was simulated from it)" if retro else "input slice")
+        label = f"{ds.attrs.get('checkpoint_name', '')} {info.get('solver', '')}".strip() or "reconstruction"
+        panels.add("reconstruction", "diffusion", result, f"reconstruction ({label})", spread)
+        return panels.finish()
+    if {"band", "y", "x"} <= set(image.dims):
+        names = [str(b) for b in image.coords["band"].values] if "band" in image.coords else []
+        step = _stride(max(image.sizes["y"], image.sizes["x"]))
+        result = np.asarray(image.isel(y=slice(None, None, step), x=slice(None, None, step)).values, np.float32)
+        natural = [names.index(b) for b in ("B04", "B03", "B02") if b in names]
+        rgb = natural if len(natural) == 3 else list(range(min(3, result.shape[0])))
+        lo, hi = np.percentile(result[rgb].reshape(len(rgb), -1), [1, 99], axis=1)
+        meta = {"slice": f"whole scene (every {step}th pixel)" if step > 1 else "whole scene", "rgb": rgb,
+                "window": [lo.tolist(), hi.tolist()], "primary": None,
+                "display": f"bands {', '.join(names[i] if names else str(i) for i in rgb)} as R, G, B, 1-99 % stretch"}
+        panels = PanelSet(task, "multispectral", meta)
+        spread = None if std is None else np.moveaxis(np.asarray(
+            std.isel(y=slice(None, None, step), x=slice(None, None, step)).values, np.float32), 0, -1)
+        panels.add("reconstruction", "diffusion", np.moveaxis(result, 0, -1), "reconstruction", spread)
+        return panels.finish()
+    raise ValueError(f"no picture for an image with dims {image.dims}")
+
+
+def describe_export(path: Path) -> list[tuple[str, str, str]]:
+    """``(file, format, geometry)`` rows of one export folder's files, read back with their readers."""
+    rows: list[tuple[str, str, str]] = []
+    others: dict[str, list[Path]] = {}
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    dicoms = [p for p in files if p.suffix.lower() == ".dcm"]
+    for p in files:
+        name = p.name.lower()
+        if p in dicoms[1:] or name.endswith(".json"):
+            continue
+        size = f"{p.stat().st_size / 1e3:.0f} kB"
+        try:
+            if name.endswith((".nii", ".nii.gz")):
+                import nibabel as nib
+
+                img = nib.load(p)
+                codes = "".join(nib.aff2axcodes(img.affine))
+                zooms = " × ".join(f"{z:.3g}" for z in img.header.get_zooms()[:3])
+                origin = ", ".join(f"{v:.1f}" for v in img.affine[:3, 3])
+                rows.append((p.name, f"NIfTI, {size}", f"{' × '.join(map(str, img.shape))} voxels of {zooms} mm, "
+                             f"orientation {codes}, origin ({origin}) mm"))
+            elif p in dicoms:
+                import pydicom
+
+                ds = pydicom.dcmread(p, stop_before_pixels=True)
+                spacing = " × ".join(f"{float(v):.3g}" for v in getattr(ds, "PixelSpacing", []))
+                iop = ", ".join(f"{float(v):g}" for v in getattr(ds, "ImageOrientationPatient", []))
+                rows.append((f"{len(dicoms)} × {p.name}" if len(dicoms) > 1 else p.name,
+                             f"DICOM {getattr(ds, 'Modality', '?')}, {'/'.join(getattr(ds, 'ImageType', []))}",
+                             f"{ds.Rows} × {ds.Columns} × {len(dicoms)} slices, pixel {spacing} mm, slice "
+                             f"{_fmt(float(getattr(ds, 'SliceThickness', 0) or 0))} mm, orientation [{iop}]"))
+            elif name.endswith((".tif", ".tiff")):
+                import rasterio
+
+                with rasterio.open(p) as src:
+                    rows.append((p.name, f"GeoTIFF, {size}", f"{src.count} bands × {src.height} × {src.width}, "
+                                 f"{src.crs}, pixel {abs(src.transform.a):g} × {abs(src.transform.e):g}"))
+            else:
+                others.setdefault(p.suffix.lower() or p.name, []).append(p)
+        except Exception as exc:  # a report never fails on an export it cannot read: it says so
+            rows.append((p.name, size, f"unreadable: {type(exc).__name__}: {exc}"))
+    for suffix, group in others.items():
+        total = sum(q.stat().st_size for q in group) / 1e3
+        what = group[0].name if len(group) == 1 else f"{len(group)} × {suffix} ({group[0].name} ...)"
+        shape = ""
+        if suffix == ".png":
+            from PIL import Image
+
+            with Image.open(group[0]) as im:
+                shape = f"{im.width} × {im.height} pixels, mode {im.mode}"
+        rows.append((what, f"{total:.0f} kB", shape))
+    return rows
+
+
+def _reconstruction_panel(path: Path, exports: list[Path]) -> str:
+    from scorerecon.pipelines.info import describe
+
+    parts = [f'<div class="panel" id="recon-{_esc(path.stem)}"><h3>{_esc(path.name)}</h3>']
+    try:
+        panels = reconstruction_panels(path)
+        png, scale_text = panels_figure(panels)
+        caption = [f"<b>{_esc(panels.meta['slice'])}</b>", f"display: {_esc(panels.meta['display'])}"]
+        if scale_text:
+            caption.append(_esc(scale_text))
+        parts.append(f'<figure class="pictures">{_img(png, f"reconstruction {path.stem}")}'
+                     f'<figcaption>{" · ".join(caption)}</figcaption></figure>')
+    except (InputError, ValueError, KeyError, OSError) as exc:
+        parts.append(f'<p class="error">no picture: {_esc(type(exc).__name__)}: {_esc(exc)}</p>')
+    try:
+        info = describe(path)["groups"]
+        geometry = next(iter(info.values()))["geometry"]
+        if geometry:
+            parts.append(_table(["key", "value"], [(k, _compact(v)) for k, v in geometry.items()]))
+    except (InputError, StopIteration, KeyError):
+        pass
+    rows = [(fmt.name, *row) for fmt in exports for row in describe_export(fmt)]
+    if rows:
+        parts.append("<p><b>Exported to</b></p>" + _table(["format", "file", "kind", "geometry (read back)"], rows))
+    parts.append("</div>")
+    return "".join(parts)
 
 
 # ------------------------------------------------------------------------------------ hardware
@@ -492,6 +831,12 @@ def build_report(outdir: Path, title: str | None = None, only: Iterable[Path] | 
     if evaluations:
         sections.append(("evaluation", "Evaluation",
                          "".join(_evaluation_panel(p, d) for p, d in evaluations)))
+    reconstructions = keep(find_reconstructions(outdir))
+    if reconstructions:
+        exports = outdir / "recon" / "exports"
+        sections.append(("reconstruction", "Reconstructions", "".join(
+            _reconstruction_panel(p, sorted(d for d in (exports / p.stem).glob("*") if d.is_dir()))
+            for p in reconstructions)))
     benchmarks = read_benchmarks(outdir)
     if benchmarks:
         sections.append(("timings", "Per-rule timings", _benchmark_section(benchmarks)))

@@ -1,8 +1,9 @@
 """``scorerecon report`` on a small real run: self-contained, complete, and it renders in a browser.
 
 The run is built from the real demo data (the Kodak PNG, the colin27 brain NIfTI and the twix
-phantom k-space, ingested through the project's readers) plus a sample grid, Snakemake benchmark
-files and evaluation results in the documented formats. The page is opened in headless Chromium
+phantom k-space, ingested through the project's readers), a real CT evaluation with its pictures
+(``evaluate --images``), a real CT reconstruction exported to NIfTI and DICOM, plus a sample grid,
+Snakemake benchmark files and evaluation results in the documented formats. The page is opened in headless Chromium
 and its screenshot must show something (not a blank or error page). Outside CI the browser test
 is skipped when Chromium is not installed; in CI (``CI=true``) it must run.
 """
@@ -23,11 +24,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scorerecon.pipelines.cli import main
 from scorerecon.pipelines.ingest import ingest
 from scorerecon.pipelines.report import read_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
+HEAD_CT = REPO / "checkpoints" / "head_ct_ddpm"
 SCORERECON = [sys.executable, "-m", "scorerecon.pipelines.cli"]
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 EVAL = {
@@ -66,6 +69,20 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (out / "eval" / "broken.json").write_text("{not json")
     (out / "hardware.json").write_text(json.dumps({"cpu": "Test CPU", "cores": 2, "device": "cpu",
                                                    "slurm": {"SLURM_JOB_ID": "42"}}))
+    # a real CT evaluation with its pictures, and a real reconstruction exported as the workflow does
+    # (the input store lies outside the run, so it is no store panel of its own)
+    head = ingest([DEMO / "head_ct_hu.nii.gz"], out.parent / "inputs" / "head_ct.zarr")
+    tiny = ["--nfe", "2", "--seed", "0", "--views", "20", "--threads", "1", "--quiet", "--checkpoint", str(HEAD_CT)]
+    assert main(["evaluate", "--task", "ct", "--input", str(head), "--slices", "52,54", "--crop", "32",
+                 "--solvers", "dds", "--samples", "2", "--json", str(out / "eval" / "ct.json"),
+                 "--images", str(out / "eval" / "ct.npz"), *tiny]) == 0
+    recon = out / "recon" / "ct.zarr"
+    assert main(["reconstruct", "--task", "ct", "--input", str(head), "--slices", "53,54", "--crop", "40",
+                 "--samples", "2", "-o", str(recon), *tiny]) == 0
+    exports = out / "recon" / "exports" / "ct"
+    for fmt, name in (("nifti", "ct.nii.gz"), ("dicom", "ct_dicom")):
+        (exports / fmt).mkdir(parents=True)
+        assert main(["export", str(recon), "--format", fmt, "-o", str(exports / fmt / name)]) == 0
     return out
 
 
@@ -97,8 +114,8 @@ def test_report_is_one_self_contained_file(report: Path) -> None:
     assert not re.search(r'(src|href)\s*=\s*"(?!data:|#)', text), "a resource outside the page"
     assert "url(" not in text and "<script" not in text and "<link" not in text
     images = _images(text)
-    # 3 store previews + the sample grid + the timing chart
-    assert len(images) == 5
+    # 3 store previews + the sample grid + the CT evaluation's pictures + the reconstruction + the timing chart
+    assert len(images) == 7
     assert all(img.format == "PNG" and img.width > 100 and img.height > 100 for img in images)
     assert len(re.findall(r"<img ", text)) == len(images)
 
@@ -215,3 +232,60 @@ def test_only_this_runs_outputs_are_reported(run_dir: Path) -> None:
     assert 'id="store-brain_mri"' not in html_text and 'id="store-phantom_kspace"' not in html_text
     assert "mri_cartesian_r4" in html_text and "broken.json" not in html_text
     assert "Samples from the priors" not in html_text
+
+
+def _section(html_text: str, anchor: str) -> str:
+    start = html_text.index(f'id="{anchor}"')
+    end = html_text.find('<div class="panel"', start + 1)
+    return html_text[start:end if end > 0 else None]
+
+
+def test_evaluation_pictures_beside_the_table(report: Path) -> None:
+    """The CT evaluation shows its measurement, input, methods, reference, |error| and std in one figure."""
+    text = report.read_text()
+    panel = _section(text, "eval-ct")
+    assert "held-out slices of a training source" in panel  # the data label, in the header and the caption
+    caption = re.search(r'<figure class="pictures">.*?<figcaption>(.*?)</figcaption>', panel, re.S).group(1)
+    assert "z = 54" in caption and "HU window [-160, 240]" in caption and "|error| maps share one scale" in caption
+    assert "posterior std" in caption and "ct.npz" in caption
+    picture = np.asarray(_images(panel)[0].convert("RGB")).astype(int)
+    # three rows (pictures, |error|, std): taller than a row of five cells is wide / 2; colour maps present
+    assert picture.shape[0] > picture.shape[1] / 2
+    spread = picture.max(axis=2) - picture.min(axis=2)
+    assert np.mean(spread > 60) > 0.02  # inferno / viridis pixels, not only grey
+    assert panel.index("<figure") < panel.index("<table>")  # the pictures come with the table
+
+
+def test_reconstruction_with_its_exports_and_their_geometry(report: Path) -> None:
+    text = report.read_text()
+    panel = _section(text, "recon-ct")
+    caption = re.search(r"<figcaption>(.*?)</figcaption>", panel, re.S).group(1)
+    assert "z = 54 of the input" in caption and "simulated from the input" in caption
+    # both exports listed, read back with their geometry: 40x40 pixels of 0.957 mm, 2 slices of 1.5 mm
+    assert "ct.nii.gz" in panel and "40 × 40 × 2 voxels of 0.957 × 0.957 × 1.5 mm" in panel
+    assert "orientation RAS" in panel
+    assert "DICOM CT, DERIVED" in panel and "40 × 40 × 2 slices, pixel 0.957 × 0.957 mm" in panel
+    picture = np.asarray(_images(panel)[0].convert("L")).astype(float)
+    assert picture.std() > 20
+
+
+def test_reconstruction_is_compared_with_its_own_input_slice(run_dir: Path) -> None:
+    """The input picture is the input store's slice on the reconstruction's grid (the crop found from the affines)."""
+    from scorerecon.modalities.io.store import open_store
+    from scorerecon.pipelines.evaluate import prepare_slices
+    from scorerecon.pipelines.report import reconstruction_panels
+
+    panels = reconstruction_panels(run_dir / "recon" / "ct.zarr")
+    assert [(it.name, it.role) for it in panels.items] == [("input", "reference"), ("reconstruction", "diffusion")]
+    head = open_store(run_dir.parent / "inputs" / "head_ct.zarr")["image"]
+    expected = prepare_slices(head.isel(z=[54]).values, 40, square=True)[0]
+    np.testing.assert_array_equal(panels.items[0].image, expected)
+    recon = panels.items[1]
+    assert recon.std is not None and recon.error is not None and recon.image.shape == (40, 40)
+
+
+def test_reconstructions_follow_only(run_dir: Path) -> None:
+    from scorerecon.pipelines.report import build_report
+
+    assert 'id="recon-ct"' not in build_report(run_dir, only=[run_dir / "eval" / "ct.json"])
+    assert 'id="recon-ct"' in build_report(run_dir, only=[run_dir / "recon" / "ct.zarr"])

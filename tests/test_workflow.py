@@ -75,6 +75,10 @@ def test_demo_dry_run_builds_the_dag() -> None:
             for task in DEMO.get(step, {}):
                 rule = f"{step}_natural" if task in natural else f"{step}_{task}"
                 tasks[rule] = tasks.get(rule, 0) + 1
+        # reconstructions exported to NIfTI / DICOM (reconstruct.<task>.export)
+        n_recon_exports = sum(len(e.get("export", [])) for e in DEMO.get("reconstruct", {}).values())
+        if n_recon_exports:
+            tasks["export_reconstruction"] = n_recon_exports
         assert counts == {"ingest": len(DEMO["inputs"]), "export": n_exports, "hardware": 1, "report": 1,
                           "provenance": 1, "all": 1, **tasks, **({"sample": len(present)} if present else {})}
 

@@ -178,6 +178,15 @@ def reconstruct_targets():
     return [f"{OUT}/recon/{task}.zarr" for task in config.get("reconstruct", {})]
 
 
+def reconstruction_export_targets():
+    """Configured reconstruction exports (`reconstruct.<task>.export`): <outdir>/recon/exports/<task>/<format>."""
+    return [
+        f"{OUT}/recon/exports/{task}/{fmt}"
+        for task, entry in config.get("reconstruct", {}).items()
+        for fmt in entry.get("export", [])
+    ]
+
+
 # natural-image evaluation (workflows/natural.smk)
 NATURAL_TASKS = ("sr", "deblur", "denoise", "inpaint", "lowlight")
 NATURAL_CHECKPOINTS = {"sr": ["kodak_prior", "kodak_sr4"], "lowlight": ["kodak_lowlight"]}

@@ -12,7 +12,8 @@ rule evaluate_natural:
         images=lambda wc: config["evaluate"][wc.task]["images"],
         cards=lambda wc: natural_cards(wc.task),
     output:
-        f"{OUT}/eval/{{task}}.json",
+        json=f"{OUT}/eval/{{task}}.json",
+        images=f"{OUT}/eval/{{task}}.npz",  # the report's pictures (evaluate --images)
     wildcard_constraints:
         task="|".join(NATURAL_TASKS),
     params:
@@ -34,4 +35,4 @@ rule evaluate_natural:
     threads: 2
     shell:
         "scorerecon evaluate --task {wildcards.task} --input {input.images:q} {params.ckpt} {params.opts} "
-        "--threads {threads} --json {output:q} > {log:q} 2>&1"
+        "--threads {threads} --json {output.json:q} --images {output.images:q} > {log:q} 2>&1"

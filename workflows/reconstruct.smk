@@ -14,7 +14,8 @@ rule evaluate_mri:
         store=lambda wc: task_store("evaluate", "mri"),
         card=lambda wc: f"{task_ckpt('evaluate', 'mri')}/model_card.json",
     output:
-        f"{OUT}/eval/mri.json",
+        json=f"{OUT}/eval/mri.json",
+        images=f"{OUT}/eval/mri.npz",  # the report's pictures (evaluate --images)
     params:
         ckpt=lambda wc: task_ckpt("evaluate", "mri"),
         opts=lambda wc: " ".join(task_opt("evaluate", "mri", k) for k in
@@ -33,7 +34,7 @@ rule evaluate_mri:
     threads: 2
     shell:
         "scorerecon evaluate --task mri --input {input.store:q} --checkpoint {params.ckpt:q} {params.opts} "
-        "--threads {threads} --json {output:q} > {log:q} 2>&1"
+        "--threads {threads} --json {output.json:q} --images {output.images:q} > {log:q} 2>&1"
 
 
 rule evaluate_ct:
@@ -42,7 +43,8 @@ rule evaluate_ct:
         store=lambda wc: task_store("evaluate", "ct"),
         card=lambda wc: f"{task_ckpt('evaluate', 'ct')}/model_card.json",
     output:
-        f"{OUT}/eval/ct.json",
+        json=f"{OUT}/eval/ct.json",
+        images=f"{OUT}/eval/ct.npz",  # the report's pictures (evaluate --images)
     params:
         ckpt=lambda wc: task_ckpt("evaluate", "ct"),
         opts=lambda wc: " ".join(task_opt("evaluate", "ct", k) for k in
@@ -61,7 +63,7 @@ rule evaluate_ct:
     threads: 2
     shell:
         "scorerecon evaluate --task ct --input {input.store:q} --checkpoint {params.ckpt:q} {params.opts} "
-        "--threads {threads} --json {output:q} > {log:q} 2>&1"
+        "--threads {threads} --json {output.json:q} --images {output.images:q} > {log:q} 2>&1"
 
 
 rule reconstruct_mri:

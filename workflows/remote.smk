@@ -44,7 +44,8 @@ rule evaluate_pansharpen:
         pan=lambda wc: band_files(config["evaluate"]["pansharpen"]["input"], [config["evaluate"]["pansharpen"]["pan"]]),
         card=lambda wc: f"{task_ckpt('evaluate', 'pansharpen')}/model_card.json",
     output:
-        f"{OUT}/eval/pansharpen.json",
+        json=f"{OUT}/eval/pansharpen.json",
+        images=f"{OUT}/eval/pansharpen.npz",  # the report's pictures (evaluate --images)
     params:
         ckpt=lambda wc: task_ckpt("evaluate", "pansharpen"),
         opts=lambda wc: " ".join(task_opt("evaluate", "pansharpen", k) for k in
@@ -62,4 +63,4 @@ rule evaluate_pansharpen:
     threads: 2
     shell:
         "scorerecon evaluate --task pansharpen --ms {input.ms:q} --pan {input.pan:q} --checkpoint {params.ckpt:q} "
-        "{params.opts} --threads {threads} --json {output:q} > {log:q} 2>&1"
+        "{params.opts} --threads {threads} --json {output.json:q} --images {output.images:q} > {log:q} 2>&1"

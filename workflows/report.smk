@@ -20,20 +20,24 @@ rule hardware:
 
 
 rule report:
-    """One self-contained HTML page: store previews + geometry/provenance, samples, evaluation, timings."""
+    """One self-contained HTML page: store previews + geometry/provenance, samples, evaluations with their
+    pictures (eval/<task>.npz beside each JSON), reconstructions with their pictures and exports, timings."""
     input:
         stores=ingest_targets(),
         exports=export_targets(),
         samples=sample_targets(),
         evaluations=evaluate_targets(),
+        reconstructions=reconstruct_targets(),
+        reconstruction_exports=reconstruction_export_targets(),
         hardware=f"{OUT}/hardware.json",
     output:
         f"{OUT}/report.html",
     params:
         outdir=lambda wc, output: str(Path(output[0]).parent),
-        # only this config's stores, samples and evaluations (not leftovers of an earlier config)
+        # only this config's stores, samples, evaluations and reconstructions (not leftovers of an earlier config)
         only=lambda wc, input: " ".join(
-            shlex.quote(p) for p in [*input.stores, *input.samples, *input.evaluations]
+            shlex.quote(p)
+            for p in [*input.stores, *input.samples, *input.evaluations, *input.reconstructions]
         ),
     conda:
         "../environment.yml"
