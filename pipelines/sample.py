@@ -1,4 +1,7 @@
-"""``scorerecon sample CHECKPOINT``: draw unconditional samples from a trained prior.
+"""``scorerecon sample CHECKPOINT | --task TASK``: draw unconditional samples from a trained prior.
+
+``--task`` samples the task's shipped unconditional prior (the task registry,
+:mod:`scorerecon.pipelines.tasks.registry`; tasks served only by conditional models have none).
 
 Writes three files next to each other (``-o grid.png``):
 
@@ -70,6 +73,21 @@ def _checked_size(size: list[int], network: dict, checkpoint: Path) -> list[int]
     return size
 
 
+def _checkpoint(args: argparse.Namespace) -> Path:
+    """The prior to sample: the CHECKPOINT given, else ``--task``'s unconditional prior (registry)."""
+    from scorerecon.pipelines.tasks.registry import get_task
+
+    if args.checkpoint is not None:
+        return args.checkpoint
+    if args.task is None:
+        raise InputError(None, "name a CHECKPOINT or a --task whose prior to sample")
+    task = get_task(args.task)
+    if "prior" not in task.priors:
+        raise InputError(None, f"--task {task.name} has no unconditional prior (only conditional models: "
+                               f"{', '.join(task.priors.values())}); name a CHECKPOINT")
+    return Path(task.priors["prior"])
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
@@ -85,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         raise InputError(None, f"sampler module not available ({exc})") from None
     device = torch.device(args.device)  # resolved by the option type (one device policy)
+    args.checkpoint = _checkpoint(args)
     model = load_score_model(args.checkpoint, device=device)
     card = model.card
     data = card.get("data", {})
@@ -112,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     np.save(args.output.with_suffix(".npy"), in_units.astype(np.float32))
     if samples.ndim >= 4:
         Image.fromarray(to_grid(samples, value_range)).save(args.output)
-    record = {"checkpoint": str(args.checkpoint), "weights_sha256": card["weights"]["sha256"],
+    record = {"checkpoint": str(args.checkpoint), "task": args.task, "weights_sha256": card["weights"]["sha256"],
               "sampler": sampler, "nfe_budget": nfe, "nfe": result.nfe, "seed": args.seed, "n": args.n,
               "shape": list(shape),
               "seconds": round(seconds, 2), "hardware": describe(str(device)),
@@ -123,8 +142,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from scorerecon.pipelines.tasks.registry import TASKS
+
     parser = subparsers.add_parser("sample", help="draw samples from a trained prior into a PNG grid + .npy")
-    parser.add_argument("checkpoint", type=Path, help="checkpoint directory (model.safetensors + model_card.json)")
+    parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                        help="checkpoint: a name or directory (model.safetensors + model_card.json); default: --task's")
+    parser.add_argument("--task", choices=tuple(TASKS), default=None,
+                        help="sample this task's shipped unconditional prior (" + ", ".join(
+                            f"{t.name}: {t.priors['prior']}" for t in TASKS.values() if "prior" in t.priors) + ")")
     parser.add_argument("--n", type=int_range(1, 4096), default=16, help="number of samples (default 16)")
     parser.add_argument("--nfe", type=int_range(1, 100_000), default=None,
                         help="network evaluations per sample (default: the card's sampling.nfe, else 100)")
