@@ -49,14 +49,10 @@ from scorerecon.pipelines.errors import InputError
 from scorerecon.pipelines.holdout import certify_slices
 from scorerecon.pipelines.options import DEVICE_HELP, device, float_range, int_range, output_file
 from scorerecon.pipelines.tasks.grid import plan_grid
+from scorerecon.pipelines.tasks.registry import TASKS, get_task, resolve
 
-DEFAULT_CHECKPOINTS = {"mri": "checkpoints/brain_ddpm", "ct": "checkpoints/head_ct_ddpm"}
-CONVENTIONS = {
-    "mri": "fastMRI: magnitude images; PSNR with data range = max of the reference volume; SSIM per slice "
-           "(skimage, 7x7 uniform window) averaged; NMSE over the volume",
-    "ct": "HU clamped to [-1000, 400] and mapped to [0, 1], data range 1; PSNR over the volume; SSIM per slice "
-          "(skimage, 7x7 uniform window) averaged; NMSE over the volume",
-}
+#: the metric conventions of the medical tasks (views of the task registry)
+CONVENTIONS = {t: TASKS[t].convention for t in ("mri", "ct")}
 MASK_KINDS = ("random", "equispaced", "poisson")
 
 
@@ -207,14 +203,14 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     from scorerecon.modalities.metrics import ct_metrics, image_metrics
     from scorerecon.models.checkpoint import load_score_model
     from scorerecon.pipelines.hardware import describe
-    from scorerecon.pipelines.tasks import SOLVERS
 
     if task not in ("mri", "ct"):
         raise InputError(None, f"--task must be mri or ct, got {task!r}")
-    solvers = list(SOLVERS) if solvers is None else solvers
-    bad = [s for s in solvers if s not in SOLVERS]
+    offered = get_task(task).solvers
+    solvers = list(offered) if solvers is None else solvers
+    bad = [s for s in solvers if s not in offered]
     if bad:
-        raise InputError(None, f"unknown solver(s) {bad}; choose from {list(SOLVERS)}")
+        raise InputError(None, f"unknown solver(s) {bad}; choose from {list(offered)}")
     if baselines is not None:
         from scorerecon.pipelines.tasks.ct import CT_BASELINES
         from scorerecon.pipelines.tasks.mri import MRI_BASELINES
@@ -226,7 +222,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     nfe = 50 if nfe is None else int(nfe)
     if nfe < 1:
         raise InputError(None, f"--nfe must be >= 1, got {nfe}")
-    checkpoint = str(checkpoint or DEFAULT_CHECKPOINTS[task])
+    checkpoint = str(checkpoint or get_task(task).priors["prior"])
     model = load_score_model(checkpoint, device=device)
     model.eval()
     if images is None:
@@ -471,20 +467,9 @@ def _csv(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-# Tasks whose evaluation lives in its own module: ``evaluate_from_args(args, log) -> result``.
-TASK_EVALUATORS = {
-    "pansharpen": "scorerecon.pipelines.evaluate_remote",
-    "cloud": "scorerecon.pipelines.evaluate_remote",
-    "sr": "scorerecon.pipelines.evaluate_natural",
-    "deblur": "scorerecon.pipelines.evaluate_natural",
-    "denoise": "scorerecon.pipelines.evaluate_natural",
-    "inpaint": "scorerecon.pipelines.evaluate_natural",
-    "lowlight": "scorerecon.pipelines.evaluate_natural",
-}
-TASKS = ("mri", "ct", *TASK_EVALUATORS)
-
-
-def _evaluate_medical(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    """The ``scorerecon evaluate`` entry point for ``--task mri|ct`` (every task's module has one; the registry
+    names it, :attr:`~scorerecon.pipelines.tasks.registry.Task.evaluate`)."""
     if args.input is None or len(args.input) != 1:
         raise InputError(None, f"--task {args.task} needs exactly one --input image store")
     if args.slices is None:
@@ -500,8 +485,6 @@ def _evaluate_medical(args: argparse.Namespace, log: Any) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import importlib
-
     import torch
 
     from scorerecon.models.checkpoint import atomic_write_json
@@ -510,10 +493,7 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     log = None if args.quiet else (lambda msg: print(f"  {msg}", flush=True))
     start = time.perf_counter()
-    if args.task in ("mri", "ct"):
-        result = _evaluate_medical(args, log)
-    else:
-        result = importlib.import_module(TASK_EVALUATORS[args.task]).evaluate_from_args(args, log)
+    result = resolve(get_task(args.task).evaluate + ":evaluate_from_args")(args, log)  # the task's module
     primary = result.pop("_primary", None)  # the metric that ranks methods in the table (e.g. "ergas")
     panels = result.pop("_panels", None)  # the middle slice / image of every method (--images)
     result["params"]["wall_seconds"] = round(time.perf_counter() - start, 2)
@@ -537,7 +517,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate",
                                    help="baselines vs. diffusion solvers on held-out real data -> JSON + table",
                                    description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", choices=TASKS, required=True)
+    parser.add_argument("--task", choices=tuple(TASKS), required=True, help="what to evaluate (docs/tasks.md)")
     parser.add_argument("--input", type=Path, nargs="+", default=None,
                         help="mri/ct: the image store with the ground-truth volume; natural tasks: image files")
     parser.add_argument("--slices", default=None, help="mri/ct held-out slice indices: 85,95 or 80:100[:step]")

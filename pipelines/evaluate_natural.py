@@ -49,23 +49,20 @@ from scorerecon.modalities.natural import degradations as deg
 from scorerecon.modalities.natural.baselines import BASELINES, run_baseline
 from scorerecon.modalities.natural.datasets import load_rgb, lowlight_condition
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.tasks.registry import NATURAL_CONVENTION
+from scorerecon.pipelines.tasks.registry import TASKS as REGISTRY
 
-__all__ = ["CONVENTION", "DEFAULT_NFE", "evaluate_from_args", "evaluate_natural", "rgb_metrics"]
+__all__ = ["CONVENTION", "DEFAULT_NFE", "degrade", "evaluate_from_args", "evaluate_natural", "rgb_metrics"]
 
-TASKS = ("sr", "deblur", "denoise", "inpaint", "lowlight")
-CONVENTION = ("RGB in [0, 1] (8-bit values / 255), estimates clipped to [0, 1]; PSNR (skimage, data range 1) over "
-              "all pixels and the 3 channels, SSIM (skimage structural_similarity, 7x7 uniform window, channel_axis, "
-              "data range 1) averaged over channels; both averaged over images (mean of per-image dB). Not on Y: "
-              "PSNR on Y (BT.601 luma) is typically 0.5-1.5 dB higher for SR/deblurring since chroma errors drop "
-              "out. LPIPS not computed: the lpips package downloads its AlexNet/VGG backbone weights at first use "
-              "(torchvision), which does not work offline.")
-DEFAULT_NFE = {"sr": 20, "deblur": 20, "denoise": 20, "inpaint": 20, "lowlight": 10}
-DEFAULT_CHECKPOINTS = {"prior": "checkpoints/kodak_prior", "sr": "checkpoints/kodak_sr4",
-                       "lowlight": "checkpoints/kodak_lowlight"}
-ZERO_SHOT = {"sr": ("ddrm", "prox", "dps"), "deblur": ("ddrm", "prox", "dps"),
-             "denoise": ("tweedie", "tweedie_x8", "sdedit", "ddrm", "prox", "dps"), "inpaint": ("ddrm", "prox", "dps"),
-             "lowlight": ()}
-CONDITIONAL = {"sr": "cond_sr", "lowlight": "cond_lowlight"}
+# views of the task registry (pipelines/tasks/registry.py), the one table of these tasks
+TASKS = tuple(n for n, t in REGISTRY.items() if t.modality == "photo")
+CONVENTION = NATURAL_CONVENTION
+DEFAULT_NFE = {n: REGISTRY[n].nfe for n in TASKS}
+#: the unconditional prior (zero-shot solvers) and each task's conditional model
+DEFAULT_CHECKPOINTS = {"prior": REGISTRY["sr"].priors["prior"],
+                       **{n: REGISTRY[n].priors["cond"] for n in TASKS if "cond" in REGISTRY[n].priors}}
+ZERO_SHOT = {n: tuple(s for s in REGISTRY[n].solvers if s not in REGISTRY[n].conditional) for n in TASKS}
+CONDITIONAL = {n: REGISTRY[n].conditional[0] for n in TASKS if REGISTRY[n].conditional}
 DEBLUR_NOISE = 1.0  # 0..255 scale
 LOWLIGHT = deg.LowLight(exposure=0.15, gamma=1.5, peak=600.0, read_noise=0.01)
 COND_SAMPLES = 4
@@ -103,9 +100,10 @@ def _training_hashes(cards: dict[str, dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-def _degrade(task: str, clean: torch.Tensor, opts: dict[str, Any], seed: int) -> tuple[Any, torch.Tensor, float,
-                                                                                        dict[str, Any]]:
-    """``(operator or None, degraded (1, 3, h, w), noise sigma 0..255, baseline ctx)`` for one clean image."""
+def degrade(task: str, clean: torch.Tensor, opts: dict[str, Any], seed: int) -> tuple[Any, torch.Tensor, float,
+                                                                                       dict[str, Any]]:
+    """The task's measurement simulation (the registry's ``physics.simulate``): ``(operator or None, degraded
+    (1, 3, h, w), noise sigma 0..255, baseline ctx)`` for one clean image ``(1, 3, h, w)`` in [0, 1]."""
     shape = tuple(clean.shape[-2:])
     if task == "sr":
         op = deg.BicubicDown(shape, opts["scale"])
@@ -123,6 +121,9 @@ def _degrade(task: str, clean: torch.Tensor, opts: dict[str, Any], seed: int) ->
         return op, op.A(clean), 0.0, {"mask": mask}
     dark = LOWLIGHT(clean[0].numpy().transpose(1, 2, 0), np.random.default_rng(seed))
     return None, torch.from_numpy(dark.transpose(2, 0, 1)[None].copy()), 0.0, {}
+
+
+_degrade = degrade  # the name benchmarks/natural.py imports
 
 
 def _hwc(x: torch.Tensor) -> np.ndarray:
@@ -220,7 +221,7 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
     settings: dict[str, Any] = {}
     for k, img in enumerate(clean_images):
         clean = torch.from_numpy(img.transpose(2, 0, 1)[None].copy())
-        op, y, noise, ctx = _degrade(task, clean, opts, seed + k)
+        op, y, noise, ctx = degrade(task, clean, opts, seed + k)
         y_hwc = _hwc(y)
         images["reference"].append(img)
         images["degraded"].append(y_hwc)

@@ -42,20 +42,10 @@ import numpy as np
 
 from scorerecon.pipelines.errors import InputError
 from scorerecon.pipelines.reconstruct_remote import DEFAULT_SAMPLING
+from scorerecon.pipelines.tasks.registry import TASKS
 
-CONVENTIONS = {
-    "pansharpen": "Wald reduced resolution (MTF-matched Gaussian, decimation by the ratio, grid phase ratio//2) on "
-                  "the held-out area; reference = the original MS in its units. Q2n: 32x32 blocks, bands zero-padded "
-                  "to 2^n (toolbox q2n.m); SAM: degrees, mean over pixels (torchmetrics); ERGAS: 100/ratio * "
-                  "sqrt(mean_b (RMSE_b/mean_b)^2) (torchmetrics); SCC: Laplacian high-pass correlation. Full "
-                  "resolution: torchmetrics D_lambda, D_s (11x11 Gaussian UIQI; MTF-degraded pan as pan_lr), "
-                  "QNR = (1-D_lambda)(1-D_s).",
-    "cloud": "TOA reflectance; regions: inside / outside the cloud mask; PSNR with data range = max of the clear "
-             "reference; SSIM: skimage 7x7 uniform window, map averaged over the region; SAM degrees; MAE; "
-             "outside_equal: fraction of values outside the mask equal to the input bit for bit; coverage90: "
-             "fraction of masked reference values within the split-conformal 90 % interval (coverage90_raw: "
-             "posterior mean +- 1.645 std).",
-}
+#: the metric conventions (views of the task registry, pipelines/tasks/registry.py)
+CONVENTIONS = {t: TASKS[t].convention for t in ("pansharpen", "cloud")}
 
 
 def _entry(family: str, metrics: dict[str, float], nfe: int, seconds: float, **extra: Any) -> dict[str, Any]:

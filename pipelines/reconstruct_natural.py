@@ -238,7 +238,7 @@ def _zero_shot(args: argparse.Namespace, model: Any, rgb: np.ndarray, alpha: np.
     if crop is not None:
         mean = mean[..., crop[0], crop[1]]
         std = None if std is None else std[..., crop[0], crop[1]]
-    info.update(solver=rec.solver, solver_settings=rec.spec, nfe=rec.nfe, seeds=rec.seeds,
+    info.update(solver=args.solver, solver_settings=rec.spec, nfe=rec.nfe, seeds=rec.seeds,
                 sampling_seconds=round(rec.seconds, 3))
     return mean, std, info
 
