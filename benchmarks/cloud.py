@@ -18,7 +18,7 @@ area by :func:`~scorerecon.pipelines.evaluate_remote.calibrate_cloud`, refitted 
 ``--calibrate``), then the full table of methods, the date, the command and the machine; saves
 ``docs/figures/cloud_comparison.png``.
 
-    python benchmarks/cloud.py [--checkpoint checkpoints/s2_cloud_residual] [--calibrate] [--threads 1]
+    python benchmarks/cloud.py [--checkpoint checkpoints/s2_cloud] [--calibrate] [--threads 1]
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def main() -> None:
     from scorerecon.pipelines.reconstruct_remote import CALIBRATION_FILE
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints/s2_cloud_residual"))
+    parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints/s2_cloud"))
     parser.add_argument("--nfe", type=int, default=10)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
