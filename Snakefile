@@ -26,7 +26,7 @@ include: "workflows/train.smk"
 include: "workflows/sample.smk"
 include: "workflows/report.smk"
 include: "workflows/reconstruct.smk"
-include: "workflows/natural.smk"
+include: "workflows/evaluate.smk"
 include: "workflows/remote.smk"
 include: "workflows/provenance.smk"
 

@@ -187,15 +187,73 @@ def reconstruction_export_targets():
     ]
 
 
-# natural-image evaluation (workflows/natural.smk)
-NATURAL_TASKS = ("sr", "deblur", "denoise", "inpaint", "lowlight")
-NATURAL_CHECKPOINTS = {"sr": ["kodak_prior", "kodak_sr4"], "lowlight": ["kodak_lowlight"]}
+# --- the task registry (pipelines/tasks/registry.py) and the generic evaluate rule (workflows/evaluate.smk) ---
+def _task_registry():
+    """The task registry module, loaded from its file: it imports only the standard library, and going
+    through the package would import torch (`scorerecon.pipelines.tasks`) on every Snakefile parse."""
+    import importlib.util
+
+    root = _package_root("scorerecon.pipelines")
+    spec = importlib.util.spec_from_file_location("scorerecon_task_registry", root / "tasks" / "registry.py")
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = loaded  # dataclasses resolve their module while the class is built
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
-def natural_cards(task):
-    """Model cards the task's evaluation reads (so a retrained prior reruns it)."""
-    names = NATURAL_CHECKPOINTS.get(task, [config["evaluate"][task].get("checkpoint", "kodak_prior")])
-    return [f"checkpoints/{name}/model_card.json" for name in names]
+TASKS = _task_registry().TASKS
+# config keys of an evaluate entry that say what to read; every other key is the option of the same name
+EVALUATE_INPUT_KEYS = ("store", "images", "input", "ms", "pan", "checkpoint")
+
+
+def evaluate_inputs(wildcards):
+    """The files `evaluate --task <task>` reads, by the shape of its config entry, and the model cards of
+    the checkpoints it runs (so a retrained prior reruns it)."""
+    task, entry = wildcards.task, config["evaluate"][wildcards.task]
+    files = {}
+    if "store" in entry:  # an ingested store (mri, ct)
+        files["store"] = task_store("evaluate", task)
+    if "images" in entry:  # image files (photographs)
+        files["images"] = entry["images"]
+    if "ms" in entry:  # band files of an input (pansharpen)
+        files["ms"] = band_files(entry["input"], entry["ms"])
+        files["pan"] = band_files(entry["input"], [entry["pan"]])
+    files["cards"] = [f"checkpoints/{name}/model_card.json" for name in evaluate_checkpoints(task)]
+    return files
+
+
+def evaluate_checkpoints(task):
+    """The checkpoints an evaluation runs: the registry's prior of every configured solver, the config's
+    `checkpoint` replacing the task's unconditional prior (or its conditional model when it has none)."""
+    registry, entry = TASKS[task], config["evaluate"][task]
+    replaced = "prior" if "prior" in registry.priors else "cond"
+    names = []
+    for solver in entry.get("solvers") or registry.solvers:
+        role = "cond" if solver in registry.conditional else "prior"
+        name = entry["checkpoint"] if role == replaced and "checkpoint" in entry else registry.priors[role]
+        names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def evaluate_args(wildcards, input):
+    """`--input ...` / `--ms ... --pan ...` and `--checkpoint` of `evaluate --task <task>`, quoted."""
+    entry = config["evaluate"][wildcards.task]
+    words = []
+    if "store" in entry:
+        words += ["--input", input.store]
+    if "images" in entry:
+        words += ["--input", *input.images]
+    if "ms" in entry:
+        words += ["--ms", *input.ms, "--pan", *input.pan]
+    if "checkpoint" in entry:
+        words += ["--checkpoint", f"checkpoints/{entry['checkpoint']}"]
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def evaluate_options(wildcards):
+    """Every other key of the task's evaluate entry as its option (`slices: "85,95"` -> `--slices 85,95`)."""
+    entry = config["evaluate"][wildcards.task]
+    return " ".join(task_opt("evaluate", wildcards.task, k) for k in entry if k not in EVALUATE_INPUT_KEYS)
 
 
 # remote sensing (workflows/remote.smk)

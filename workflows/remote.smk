@@ -1,10 +1,11 @@
 """Remote sensing on the demo Landsat-8 scene (issue 5): tiled pan-sharpening into a georeferenced
-store + COG, and the held-out evaluation against the classical pan-sharpening methods.
+store + COG.
 
 `reconstruct_pansharpen` runs `scorerecon reconstruct --task pansharpen` on the ingested scene
 (pan 15 m + MS 30 m groups) and exports the 15 m result as a Cloud-Optimized GeoTIFF next to the
-store; `evaluate_pansharpen` runs `scorerecon evaluate --task pansharpen` on the scene's band
-files (Wald reduced resolution on the model's held-out columns, QNR at full resolution).
+store. The held-out evaluation (`evaluate --task pansharpen` on the scene's band files: Wald
+reduced resolution on the model's held-out columns, QNR at full resolution) is the generic
+`evaluate` rule of workflows/evaluate.smk.
 """
 
 
@@ -35,32 +36,3 @@ rule reconstruct_pansharpen:
         "(scorerecon reconstruct --task pansharpen --input {input.store:q} --checkpoint {params.ckpt:q} "
         "{params.opts} --threads {threads} -o {output.store:q} --overwrite && "
         "scorerecon export {output.store:q} --format geotiff -o {output.cog:q}) > {log:q} 2>&1"
-
-
-rule evaluate_pansharpen:
-    """EXP / Brovey / GSA / MTF-GLP(-HPM) vs. the diffusion model on the scene's held-out columns."""
-    input:
-        ms=lambda wc: band_files(config["evaluate"]["pansharpen"]["input"], config["evaluate"]["pansharpen"]["ms"]),
-        pan=lambda wc: band_files(config["evaluate"]["pansharpen"]["input"], [config["evaluate"]["pansharpen"]["pan"]]),
-        card=lambda wc: f"{task_ckpt('evaluate', 'pansharpen')}/model_card.json",
-    output:
-        json=f"{OUT}/eval/pansharpen.json",
-        images=f"{OUT}/eval/pansharpen.npz",  # the report's pictures (evaluate --images)
-    params:
-        ckpt=lambda wc: task_ckpt("evaluate", "pansharpen"),
-        opts=lambda wc: " ".join(task_opt("evaluate", "pansharpen", k) for k in
-                                 ("ratio", "nfe", "samples", "seed", "baselines")),
-    conda:
-        "../environment.yml"
-    log:
-        f"{OUT}/logs/evaluate/pansharpen.log",
-    benchmark:
-        f"{OUT}/benchmarks/evaluate/pansharpen.tsv"
-    resources:
-        mem_mb=3000,
-        runtime=30,
-        cpus_per_task=2,
-    threads: 2
-    shell:
-        "scorerecon evaluate --task pansharpen --ms {input.ms:q} --pan {input.pan:q} --checkpoint {params.ckpt:q} "
-        "{params.opts} --threads {threads} --json {output.json:q} --images {output.images:q} > {log:q} 2>&1"
