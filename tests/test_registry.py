@@ -24,7 +24,14 @@ from scorerecon.modalities.natural import degradations as deg
 from scorerecon.modalities.natural.datasets import load_rgb
 from scorerecon.models.checkpoint import read_card, resolve_checkpoint
 from scorerecon.pipelines.cli import build_parser, main
-from scorerecon.pipelines.tasks.registry import TASKS, default_checkpoint, get_task, resolve, task_names
+from scorerecon.pipelines.tasks.registry import (
+    TASKS,
+    default_checkpoint,
+    get_task,
+    markdown_table,
+    resolve,
+    task_names,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 KODIM23 = REPO / "data" / "demo" / "kodim23.png"  # held out from every Kodak prior's training
@@ -132,6 +139,11 @@ def test_workflow_schema_agrees_with_the_registry() -> None:
             if "baselines" in props:
                 assert tuple(props["baselines"]["items"]["enum"]) == task.baseline_names(), \
                     f"schema {section}.{name}.baselines"
+
+
+def test_docs_show_the_registry() -> None:
+    """docs/tasks.md's table is the registry's (regenerate it with registry.markdown_table())."""
+    assert markdown_table() in (REPO / "docs" / "tasks.md").read_text()
 
 
 # ------------------------------------------------------------------------------------------------

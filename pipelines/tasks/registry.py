@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["TASKS", "Physics", "Task", "default_checkpoint", "get_task", "resolve", "task_names"]
+__all__ = ["TASKS", "Physics", "Task", "default_checkpoint", "get_task", "markdown_table", "resolve", "task_names"]
 
 #: The medical solvers (implemented once in :mod:`scorerecon.pipelines.tasks`; ``make_guidance``).
 MEDICAL_SOLVERS: tuple[str, ...] = ("dc", "projection", "dps", "dds", "prox", "dds_tta")
@@ -248,6 +248,18 @@ def default_checkpoint(task: str, role: str = "prior") -> str:
     if role not in priors:
         raise ValueError(f"task {task!r} has no {role!r} checkpoint (it has {', '.join(priors)})")
     return priors[role]
+
+
+def markdown_table() -> str:
+    """The registry as the markdown table docs/tasks.md shows (a test keeps the two equal; imports the
+    baseline modules)."""
+    lines = ["| task | modality | default solver (prior) | other solvers | baselines | NFE x samples | primary |",
+             "|---|---|---|---|---|---|---|"]
+    for t in TASKS.values():
+        others = ", ".join(f"`{s}`" for s in t.solvers if s != t.default_solver) or "--"
+        lines.append(f"| `{t.name}` | {t.modality} | `{t.default_solver}` (`{t.default_prior}`) | {others} | "
+                     f"{', '.join(f'`{b}`' for b in t.baseline_names())} | {t.nfe} x {t.samples} | {t.primary} |")
+    return "\n".join(lines)
 
 
 def resolve(ref: str) -> Any:
