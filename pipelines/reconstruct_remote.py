@@ -412,7 +412,6 @@ def cloud_settings(samples: int, nfe: int, eta: float = 1.0) -> dict[str, Any]:
 def load_calibration(checkpoint: str | Path) -> Any:
     """The checkpoint's :class:`~scorerecon.modalities.optical.conformal.IntervalCalibration`, or ``None``."""
     from scorerecon.modalities.optical.conformal import IntervalCalibration
-
     from scorerecon.models.checkpoint import resolve_checkpoint
 
     root = resolve_checkpoint(checkpoint)  # a name or path, found from any folder
