@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 CORES  ?= 2
 STAMP  := $(VENV)/.scorerecon-installed
 
-.PHONY: all install demo test lint bench bench-quality clean-results train unseen-data train-gpu photos
+.PHONY: all install demo test lint bench bench-quality clean-results train unseen-data train-gpu photos gpu-wheels
 
 all: test
 
@@ -100,6 +100,23 @@ bench-quality: $(STAMP) unseen-data
 	$(PY) benchmarks/pansharpen.py
 	$(PY) benchmarks/cloud.py
 	$(PY) benchmarks/natural.py
+
+# The packages the GPU check (benchmarks/run_gpu_check.sh, docs/gpu_check.md) needs and the GPU machine's image
+# lacks, as wheels for its CPython (GPU_PYTHON: the H200 image runs 3.12) on linux x86_64, at the versions this
+# .venv runs -> wheels/ (git-ignored, ~23 MB; the device tool carries it). rasterio / rioxarray / pyproj stay out
+# (45 MB; the check reads no GeoTIFF and open_store needs rioxarray only for geo stores).
+GPU_PYTHON ?= 3.12
+GPU_WHEELS ?= wheels
+GPU_PACKAGES := monai zarr numcodecs donfig google-crc32c dask partd locket nibabel pydicom sigpy PyWavelets \
+	jsonschema jsonschema-specifications referencing rpds-py affine
+gpu-wheels: $(STAMP)
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --implementation cp --python-version $(GPU_PYTHON) \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --dest $(GPU_WHEELS) \
+		$$($(PY) -c "import sys, importlib.metadata as m; print(' '.join(n + '==' + m.version(n) for n in sys.argv[1:]))" \
+		$(GPU_PACKAGES))
+	@du -sh $(GPU_WHEELS)
 
 clean-results:
 	rm -rf results .snakemake

@@ -289,7 +289,12 @@ def open_store(path: str | os.PathLike, group: str = ROOT) -> xr.Dataset:
 
     Refuses (:class:`InputError`) an incomplete store and a group with missing chunk files.
     """
-    import rioxarray  # noqa: F401  (registers the .rio accessor geo stores are used with; slow to import)
+    from contextlib import suppress
+
+    # registers the .rio accessor geo stores are used with (slow to import); medical stores need none, so a
+    # stripped install without the geo stack (the GPU check's, docs/gpu_check.md) still opens them
+    with suppress(ImportError):
+        import rioxarray  # noqa: F401
 
     _open_root(path)
     group_name = None if group in ("", ROOT) else group.strip("/")
