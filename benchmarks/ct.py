@@ -111,7 +111,8 @@ def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
         print(f"\n{why}")
     variants = diffusion_variants(args.solver, args.samples, t0, "tv")
     payload = []
-    for views in (23,) if args.quick else (23, 8):
+    view_list = [int(v) for v in args.views_list.split(",")] if args.views_list else ([23] if args.quick else [23, 8])
+    for views in view_list:
         start = time.perf_counter()
         options = {"checkpoint": args.checkpoint, "views": views, "nfe": args.nfe, "seed": 0, "solvers": [],
                    "baselines": BASELINES, "variants": variants}
@@ -129,7 +130,9 @@ def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
         print(summary_table(results, BASELINES, "tv"))
         print(f"\nWall {time.perf_counter() - start:.0f} s.", flush=True)
         payload.append({"views": views, "results": results})
-    _save(f"ct_unseen_{Path(args.checkpoint).name}{'_quick' if args.quick else ''}.json", {"t0": t0, "runs": payload})
+        _save(f"ct_unseen_{Path(args.checkpoint).name}{'_quick' if args.quick else ''}"
+              f"{'_v' + args.views_list.replace(',', '_') if args.views_list else ''}.json",
+              {"t0": t0, "runs": payload})
 
 
 def matrix(args: argparse.Namespace) -> None:
@@ -179,6 +182,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", "--prior", dest="checkpoint", default=str(ROOT / "checkpoints/head_ct_ddpm"),
                         help="the prior (default: checkpoints/head_ct_ddpm)")
     parser.add_argument("--quick", action="store_true", help="unseen part: 23 views only")
+    parser.add_argument("--views-list", default=None, help="unseen part: comma list of view counts (default 23,8)")
     parser.add_argument("--solver", default="dds", help="the diffusion solver of the unseen tables (default dds)")
     parser.add_argument("--t0", type=float, default=None, help="warm-start t0 (default: chosen by the tune part)")
     parser.add_argument("--t0-grid", default="0.1,0.2,0.3,0.5", help="t0 values the tune part tries")

@@ -120,7 +120,8 @@ def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
     variants = diffusion_variants(args.solver, args.samples, t0, "tv")
     same = parse_slices(args.slices)[:1] if args.quick else parse_slices(args.slices)
     payload = []
-    for accel in (4.0,) if args.quick else (4.0, 8.0):
+    accels = [float(a) for a in args.accels.split(",")] if args.accels else ([4.0] if args.quick else [4.0, 8.0])
+    for accel in accels:
         start = time.perf_counter()
         results = []
         options = {"checkpoint": args.checkpoint, "accel": accel, "mask": "random", "nfe": args.nfe, "seed": 0,
@@ -137,8 +138,8 @@ def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
         print(summary_table(results, BASELINES, "tv"))
         print(f"\nWall {time.perf_counter() - start:.0f} s.", flush=True)
         payload.append({"accel": accel, "results": results})
-    _save(f"mri_unseen_{Path(args.checkpoint).name}{'_quick' if args.quick else ''}.json",
-          {"t0": t0, "runs": payload})
+        _save(f"mri_unseen_{Path(args.checkpoint).name}{'_quick' if args.quick else ''}"
+              f"{'_R' + args.accels.replace(',', '_') if args.accels else ''}.json", {"t0": t0, "runs": payload})
 
 
 def matrix(args: argparse.Namespace) -> None:
@@ -236,6 +237,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", "--prior", dest="checkpoint", default=str(ROOT / "checkpoints/brain_mr_ddpm"),
                         help="the prior (default: checkpoints/brain_mr_ddpm)")
     parser.add_argument("--quick", action="store_true", help="unseen part: one slice per subject, R = 4 only")
+    parser.add_argument("--accels", default=None, help="unseen part: comma list of R (default 4,8; --quick: 4)")
     parser.add_argument("--solver", default="dds", help="the diffusion solver of the unseen tables (default dds)")
     parser.add_argument("--t0", type=float, default=None, help="warm-start t0 (default: chosen by the tune part)")
     parser.add_argument("--t0-grid", default="0.1,0.2,0.3,0.5", help="t0 values the tune part tries")
