@@ -92,14 +92,14 @@ unseen-data: $(STAMP)
 
 # The quality tables of the README (unseen subjects first, then held-out slices of the training
 # scans, vs classical baselines); ~35 min on 2 CPU cores.
-bench-quality: $(STAMP) unseen-data
+bench-quality: $(STAMP) unseen-data photos
 	test -d results/stores/colin27_t1.zarr || $(VENV)/bin/scorerecon ingest data/demo/colin27_t1.nii.gz -o results/stores/colin27_t1.zarr
 	test -d results/stores/head_ct_hu.zarr || $(VENV)/bin/scorerecon ingest data/demo/head_ct_hu.nii.gz -o results/stores/head_ct_hu.zarr
 	$(PY) benchmarks/mri.py
 	$(PY) benchmarks/ct.py
 	$(PY) benchmarks/pansharpen.py
 	$(PY) benchmarks/cloud.py
-	$(PY) benchmarks/natural.py
+	$(PY) benchmarks/natural.py --quick  # 2 held-out Kodak images + 2 held-out photos; the full sets take hours on a CPU
 
 # The packages the GPU check (benchmarks/run_gpu_check.sh, docs/gpu_check.md) needs and the GPU machine's image
 # lacks, as wheels for its CPython (GPU_PYTHON: the H200 image runs 3.12) on linux x86_64, at the versions this
