@@ -47,9 +47,17 @@ import numpy as np
 
 from scorerecon.pipelines.errors import InputError
 from scorerecon.pipelines.holdout import certify_slices
-from scorerecon.pipelines.options import DEVICE_HELP, device, float_range, int_range, output_file
+from scorerecon.pipelines.options import (
+    DEVICE_HELP,
+    device,
+    float_range,
+    given_options,
+    int_range,
+    output_file,
+    remember_defaults,
+)
 from scorerecon.pipelines.tasks.grid import plan_grid
-from scorerecon.pipelines.tasks.registry import TASKS, get_task, resolve
+from scorerecon.pipelines.tasks.registry import TASKS, foreign_options, get_task, resolve
 
 #: the metric conventions of the medical tasks (views of the task registry)
 CONVENTIONS = {t: TASKS[t].convention for t in ("mri", "ct")}
@@ -489,6 +497,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from scorerecon.models.checkpoint import atomic_write_json
 
+    foreign = foreign_options(args.task, given_options(args))
+    if foreign:
+        raise InputError(None, f"{', '.join(foreign)}: not an option of --task {args.task} (its options: "
+                               f"{', '.join(get_task(args.task).options)})")
     if args.threads:
         torch.set_num_threads(args.threads)
     log = None if args.quiet else (lambda msg: print(f"  {msg}", flush=True))
@@ -572,3 +584,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "reference, posterior std; float16 .npz) here")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=_run)
+    remember_defaults(parser)  # another task's option given is refused (the registry's Task.options)

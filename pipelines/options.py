@@ -16,7 +16,8 @@ from typing import Any
 
 from scorerecon.pipelines.errors import InputError
 
-__all__ = ["DEVICE_HELP", "Window", "device", "float_range", "int_range", "output_file", "output_path"]
+__all__ = ["DEVICE_HELP", "Window", "device", "float_range", "given_options", "int_range", "output_file", "output_path",
+           "remember_defaults"]
 
 DEVICE_HELP = "auto (default: CUDA, then MPS, then CPU; $SCORERECON_DEVICE pins it), cpu, cuda, cuda:N or mps"
 
@@ -104,6 +105,19 @@ def output_file(*suffixes: str) -> Callable[[str], Path]:
 def output_path(text: str) -> Path:
     """An output path whose kind (file or folder) the command decides: only its folder is checked."""
     return _checked_path(text, "output")
+
+
+def remember_defaults(parser: argparse.ArgumentParser) -> None:
+    """Keep every option's flags and default in the parsed namespace (``_option_defaults``; names starting
+    with ``_`` are not recorded as options), so :func:`given_options` can tell what the command line set."""
+    table = {a.dest: (tuple(a.option_strings), a.default) for a in parser._actions if a.option_strings}
+    parser.set_defaults(_option_defaults=table)
+
+
+def given_options(args: argparse.Namespace) -> list[tuple[str, ...]]:
+    """The flags (with their aliases) whose value differs from the default (see :func:`remember_defaults`)."""
+    table = getattr(args, "_option_defaults", {})
+    return [flags for dest, (flags, default) in table.items() if getattr(args, dest, default) != default]
 
 
 class Window(argparse.Action):

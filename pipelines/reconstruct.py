@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from scorerecon.pipelines.errors import InputError
-from scorerecon.pipelines.options import DEVICE_HELP, device, float_range, int_range, output_path
+from scorerecon.pipelines.options import DEVICE_HELP, device, float_range, int_range, output_path, remember_defaults
 
 
 def _select_slices(n: int, text: str | None, store: Path) -> list[int]:
@@ -350,9 +350,14 @@ def _run(args: argparse.Namespace) -> int:
     """Fill the task's defaults from the registry, check the solver, run the task's module."""
     import torch
 
-    from scorerecon.pipelines.tasks.registry import get_task, resolve
+    from scorerecon.pipelines.options import given_options
+    from scorerecon.pipelines.tasks.registry import foreign_options, get_task, resolve
 
     task = get_task(args.task)
+    foreign = foreign_options(task.name, given_options(args))
+    if foreign:
+        raise InputError(None, f"{', '.join(foreign)}: not an option of --task {task.name} (its options: "
+                               f"{', '.join(task.options)})")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.solver = args.solver or task.default_solver
@@ -469,3 +474,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=_run)
+    remember_defaults(parser)  # another task's option given is refused (the registry's Task.options)

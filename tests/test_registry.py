@@ -236,14 +236,16 @@ def test_natural_reconstruct_end_to_end_on_a_real_photograph(tmp_path: Path) -> 
 
 
 @pytest.mark.skipif(not KODIM23.is_file(), reason="data/demo/kodim23.png missing")
-@pytest.mark.parametrize("case", ["no_mask", "wrong_solver", "cond_sr_x2", "mask_size", "tweedie_samples"])
+@pytest.mark.parametrize("case", ["no_mask", "wrong_solver", "cond_sr_x2", "mask_size", "tweedie_samples",
+                                  "foreign_option"])
 def test_natural_reconstruct_refuses_bad_requests_in_one_line(tmp_path: Path, capsys, case: str) -> None:
     photo = _png(tmp_path / "photo.png", _crop(32))
     small = _png(tmp_path / "small.png", _crop(16))
     args = {"no_mask": ["--task", "inpaint"], "wrong_solver": ["--task", "sr", "--solver", "dds"],
             "cond_sr_x2": ["--task", "sr", "--solver", "cond_sr", "--scale", "2"],
             "mask_size": ["--task", "inpaint", "--inpaint-mask", str(small)],
-            "tweedie_samples": ["--task", "denoise", "--sigma", "25", "--samples", "2"]}[case]
+            "tweedie_samples": ["--task", "denoise", "--sigma", "25", "--samples", "2"],
+            "foreign_option": ["--task", "sr", "--views", "20"]}[case]  # a CT option, not silently ignored
     out = tmp_path / "out.zarr"
     rc = main(["reconstruct", *args, "--input", str(photo), "-o", str(out), "--nfe", "2", "--threads", "1"])
     err = capsys.readouterr().err.strip()

@@ -29,12 +29,13 @@ This module imports only the standard library: the workflow reads it without loa
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["TASKS", "Physics", "Task", "default_checkpoint", "get_task", "markdown_table", "resolve", "task_names"]
+__all__ = ["TASKS", "Physics", "Task", "default_checkpoint", "foreign_options", "get_task", "markdown_table", "resolve",
+           "task_names"]
 
 #: The medical solvers (implemented once in :mod:`scorerecon.pipelines.tasks`; ``make_guidance``).
 MEDICAL_SOLVERS: tuple[str, ...] = ("dc", "projection", "dps", "dds", "prox", "dds_tta")
@@ -198,7 +199,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
         metric_fn="scorerecon.modalities.optical.metrics:pansharpen_reduced",
         convention=PANSHARPEN_CONVENTION, nfe=2, samples=5,
         evaluate=_REMOTE_EVALUATE, reconstruct=_REMOTE_RECONSTRUCT,
-        options=("--ms", "--pan", "--ratio", "--pan-band", "--tile", "--overlap", "--batch-size"),
+        options=("--ms", "--pan", "--ratio", "--crop", "--pan-band", "--tile", "--overlap", "--batch-size"),
         reconstruct_input="an ingested pan + MS product (groups res_15m, res_30m)"),
     Task(
         name="cloud", modality="optical",
@@ -213,8 +214,8 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
         metric_fn="scorerecon.modalities.optical.metrics:cloud_metrics",
         convention=CLOUD_CONVENTION, nfe=10, samples=8,
         evaluate=_REMOTE_EVALUATE, reconstruct=_REMOTE_RECONSTRUCT,
-        options=("--clear", "--cloudy", "--other", "--cloud-mask", "--reflectance-scale", "--tile", "--overlap",
-                 "--batch-size"),
+        options=("--clear", "--cloudy", "--mask", "--other", "--cloud-mask", "--reflectance-scale", "--tile",
+                 "--overlap", "--batch-size"),
         reconstruct_input="a 13-band Sentinel-2 store of the cloudy date (--other: a clear date of the same grid)"),
     _natural("sr", "super-resolution: a bicubic-downsampled photograph -> x2 / x4 its size", "BicubicDown",
              (*_ZERO_SHOT, "cond_sr"), "ddrm", 20, ("--scale", "--crop"), cond="kodak_sr4"),
@@ -260,6 +261,15 @@ def markdown_table() -> str:
         lines.append(f"| `{t.name}` | {t.modality} | `{t.default_solver}` (`{t.default_prior}`) | {others} | "
                      f"{', '.join(f'`{b}`' for b in t.baseline_names())} | {t.nfe} x {t.samples} | {t.primary} |")
     return "\n".join(lines)
+
+
+def foreign_options(task: str, given: Iterable[Sequence[str]]) -> list[str]:
+    """The options set on the command line (``given``: each option's flag and aliases) that belong to other
+    tasks and not to ``task``; a command refuses them instead of silently ignoring them."""
+    own = set(get_task(task).options)
+    others = {o for t in TASKS.values() for o in t.options} - own
+    return [next(f for f in flags if f in others) for flags in given
+            if any(f in others for f in flags) and not any(f in own for f in flags)]
 
 
 def resolve(ref: str) -> Any:
