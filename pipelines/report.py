@@ -322,8 +322,18 @@ def _store_panel(path: Path) -> str:
                                  for s in sources[:20]], numeric=[False, True, False]))
             if len(sources) > 20:
                 parts.append(f'<p class="muted">… and {len(sources) - 20} more source files</p>')
+    parts.append(_exports_table(path.parent.parent / "exports" / path.stem))
     parts.append("</div>")
     return "".join(parts)
+
+
+def _exports_table(folder: Path) -> str:
+    """A store's or reconstruction's exports (``<folder>/<format>/...``), read back for their geometry."""
+    formats = sorted(d for d in folder.glob("*") if d.is_dir())
+    rows = [(fmt.name, *row) for fmt in formats for row in describe_export(fmt)]
+    if not rows:
+        return ""
+    return "<p><b>Exported to</b></p>" + _table(["format", "file", "kind", "geometry (read back)"], rows)
 
 
 def _compact(value: Any) -> str:
@@ -738,7 +748,7 @@ def describe_export(path: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _reconstruction_panel(path: Path, exports: list[Path]) -> str:
+def _reconstruction_panel(path: Path, exports: Path) -> str:
     from scorerecon.pipelines.info import describe
 
     parts = [f'<div class="panel" id="recon-{_esc(path.stem)}"><h3>{_esc(path.name)}</h3>']
@@ -759,9 +769,7 @@ def _reconstruction_panel(path: Path, exports: list[Path]) -> str:
             parts.append(_table(["key", "value"], [(k, _compact(v)) for k, v in geometry.items()]))
     except (InputError, StopIteration, KeyError):
         pass
-    rows = [(fmt.name, *row) for fmt in exports for row in describe_export(fmt)]
-    if rows:
-        parts.append("<p><b>Exported to</b></p>" + _table(["format", "file", "kind", "geometry (read back)"], rows))
+    parts.append(_exports_table(exports))
     parts.append("</div>")
     return "".join(parts)
 
@@ -833,10 +841,8 @@ def build_report(outdir: Path, title: str | None = None, only: Iterable[Path] | 
                          "".join(_evaluation_panel(p, d) for p, d in evaluations)))
     reconstructions = keep(find_reconstructions(outdir))
     if reconstructions:
-        exports = outdir / "recon" / "exports"
         sections.append(("reconstruction", "Reconstructions", "".join(
-            _reconstruction_panel(p, sorted(d for d in (exports / p.stem).glob("*") if d.is_dir()))
-            for p in reconstructions)))
+            _reconstruction_panel(p, outdir / "recon" / "exports" / p.stem) for p in reconstructions)))
     benchmarks = read_benchmarks(outdir)
     if benchmarks:
         sections.append(("timings", "Per-rule timings", _benchmark_section(benchmarks)))

@@ -79,6 +79,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     recon = out / "recon" / "ct.zarr"
     assert main(["reconstruct", "--task", "ct", "--input", str(head), "--slices", "53,54", "--crop", "40",
                  "--samples", "2", "-o", str(recon), *tiny]) == 0
+    (out / "exports" / "brain_mri" / "nifti").mkdir(parents=True)  # an ingested store's export, as the workflow lays it
+    assert main(["export", str(stores / "brain_mri.zarr"), "--format", "nifti", "-o",
+                 str(out / "exports" / "brain_mri" / "nifti" / "brain_mri.nii.gz")]) == 0
     exports = out / "recon" / "exports" / "ct"
     for fmt, name in (("nifti", "ct.nii.gz"), ("dicom", "ct_dicom")):
         (exports / fmt).mkdir(parents=True)
@@ -127,6 +130,7 @@ def test_report_has_every_section_with_the_real_values(report: Path, run_dir: Pa
     brain = _panel(text, "brain_mri")
     assert "181 × 217 × 181" in brain and "uint8" in brain
     assert "-125.00" in brain and "RAS" in brain  # the affine's y offset and the orientation
+    assert "brain_mri.nii.gz" in brain and "181 × 217 × 181 voxels of 1 × 1 × 1 mm, orientation RAS" in brain
     assert "colin27_t1.nii.gz" in brain and "a009051127f64dc3" in brain  # source and its sha256
     kspace = _panel(text, "phantom_kspace")
     assert "complex64" in kspace and "coil, z, ky, kx" in kspace
