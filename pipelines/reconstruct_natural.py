@@ -16,7 +16,8 @@ restores the picture under the shipped photo prior:
              reflect-padded by the kernel size and its border tapered (:func:`edge_taper`) before
              the solver runs, and the result cropped back: otherwise the mismatch at the wrapped
              border is amplified by the near-exact data step (DiffPIR at 20 NFE on a linearly
-             blurred kodim23 crop: 7 dB plain, 10 dB padded, 36 dB padded and tapered).
+             blurred kodim23 crop: 7.2 dB plain, 9.8 dB padded, 36.2 dB padded and tapered;
+             ``benchmarks/deblur_boundary.py``, 2026-12-04, 2-core AMD EPYC).
 ``denoise``  Gaussian noise ``--sigma`` on the 0..255 scale; without it the noise level is
              estimated (scikit-image ``estimate_sigma``, Donoho's wavelet MAD, averaged over
              channels) and recorded. DDRM / DiffPIR / DPS start at the measurement's noise level.
