@@ -215,6 +215,8 @@ CASES = [
     ("evaluate-solvers-bogus", EVAL + " --solvers bogus", "bogus", "unknown solver"),
     ("evaluate-json-to-folder", EVAL + " --json adir", "adir", "is a directory"),
     ("evaluate-json-under-file", EVAL + " --json file.txt/r.json", "file.txt", "not a directory"),
+    ("evaluate-images-not-npz", EVAL + " --images pics.png", "pics.png", "ending in .npz"),
+    ("evaluate-images-to-folder", EVAL + " --images adir", "adir", "is a directory"),
     ("evaluate-nan-voxels", EVAL.replace("ct.zarr", "ct_nan.zarr"), "ct_nan.zarr", "1 non-finite"),
     ("evaluate-slices-garbage", EVAL.replace("--slices 3", "--slices abc"), "--slices", "expected integers"),
     ("evaluate-ct-without-views", EVAL.replace("--views 8", ""), "--views", "exactly one"),
