@@ -12,7 +12,7 @@
 # itself by a symlink shim (no build); (2) the CUDA-only engine tests; (3) benchmarks/gpu_engine.py: per-task
 # engine ratio, compiled NFE-tiles/s at 256^2 with the 26.6 M 'base' network, the 256x256x128 CT volume at
 # 50 NFE, CPU-vs-GPU |dPSNR| on one small evaluation. Budget: <= 8 min cold on one H200 (compilation included;
-# Inductor's cache under $OUT/../inductor_cache is reused by a rerun on the same machine).
+# Inductor's cache under results/inductor_cache is reused by a rerun on the same machine).
 # Results in $OUT: gpu_check.md (the tables and verdicts), gpu_check.json, gpu_check.log, tests.txt, env.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
