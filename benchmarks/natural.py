@@ -10,13 +10,14 @@ evaluate``), which also refuses any input whose sha256 a prior's card lists.
 Runs (``RUNS``): x4 SR (bicubic vs zero-shot DDRM / DiffPIR and the conditional SR3-style model,
 at equal NFE: one sample each at ``--nfe``, and means of 4 samples), sigma = 25 denoising (NLM,
 TV, BM3D vs Tweedie, SDEdit, DDRM started where the measurement is, and DDRM started at t = 1
-at the same NFE), 70 %% random-pixel inpainting, motion deblurring and low light. The script
+at the same NFE), 70 % random-pixel inpainting, motion deblurring and low light. The script
 prints the command, date and machine, a table per run and set (means), the per-image PSNR, and
 the verdict on the issue's targets; ``--out`` keeps every result JSON (per-image PSNR / SSIM).
 
-``--quick``: 2 Kodak images and 2 photos (about 45 min on a loaded shared 2-core CPU; the tiny
-prior costs ~2.4 s per NFE at 256x256 there). ``--prior`` / ``--sr-checkpoint`` evaluate other
-priors (e.g. ``results/priors_gpu/photos_prior`` from ``make train-gpu``).
+``--quick``: 2 Kodak images and 2 photos (39 min at the default 20 NFE on a shared 2-core CPU at
+load 10, 2026-12-04; the tiny prior costs 1-3 s per NFE at 256x256 there). ``--prior`` /
+``--sr-checkpoint`` evaluate other priors (e.g. ``results/priors_gpu/photos_prior`` from
+``make train-gpu``).
 
 ``--tune`` instead grid-searches the classical baselines' parameters
 (:data:`scorerecon.modalities.natural.baselines.GRIDS`) on crops of TRAINING images (kodim02,
@@ -236,7 +237,7 @@ def best(res: dict, family: str) -> tuple[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crop", type=int, default=256)
-    parser.add_argument("--nfe", type=int, default=10, help="NFE per sample, every diffusion method")
+    parser.add_argument("--nfe", type=int, default=20, help="NFE per sample, every diffusion method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_KODAK)} and 2 photos")
     parser.add_argument("--runs", default=",".join(r[0] for r in RUNS))
