@@ -85,7 +85,7 @@ def tune_t0(args: argparse.Namespace) -> float:
         variants = {f"t0={t:g}": {"solver": args.solver, "warm_start": "tv", "t0": t} for t in grid}
         result = evaluate("ct", args.store, TUNE_SLICES, checkpoint=args.checkpoint, views=views, nfe=args.nfe,
                           seed=0, solvers=[args.solver], baselines=["tv"], crop=args.crop, variants=variants,
-                          tuning=True)
+                          tuning=True, warm_start="none")
         m = result["methods"]
         for t in grid:
             scores[t].append(m[f"t0={t:g}"]["psnr"])

@@ -89,7 +89,7 @@ def tune_t0(args: argparse.Namespace) -> float:
         variants = {f"t0={t:g}": {"solver": args.solver, "warm_start": "tv", "t0": t} for t in grid}
         result = evaluate("mri", args.store, TUNE_SLICES, checkpoint=args.checkpoint, accel=accel, mask="random",
                           nfe=args.nfe, seed=0, solvers=[args.solver], baselines=["tv"], crop=args.crop,
-                          variants=variants, tuning=True)
+                          variants=variants, tuning=True, warm_start="none")
         m = result["methods"]
         for t in grid:
             scores[t].append(m[f"t0={t:g}"]["psnr"])

@@ -142,7 +142,7 @@ COLD, WARM = "diffusion_cold", "diffusion_warm"
 def diffusion_variants(solver: str, samples: int, t0: float, init: str) -> dict[str, dict[str, Any]]:
     """The two diffusion rows of the unseen tables: ``solver`` as the mean of ``samples`` posterior
     samples, from noise (cold) and warm-started from ``init`` at ``t0`` (same NFE per sample)."""
-    return {COLD: {"solver": solver, "samples": samples},
+    return {COLD: {"solver": solver, "samples": samples, "warm_start": "none"},
             WARM: {"solver": solver, "samples": samples, "warm_start": init, "t0": t0}}
 
 

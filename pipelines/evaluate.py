@@ -176,7 +176,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
              nfe: int | None = 50, seed: int = 0, solvers: list[str] | None = None, baselines: list[str] | None = None,
              crop: int | None = None, downsample: int = 1, device: str = "cpu",
              log: Any = None, variants: dict[str, dict[str, Any]] | None = None, coils: int = 1,
-             coil_maps: str = "true", samples: int = 1, warm_start: str | None = None, t0: float = 0.2,
+             coil_maps: str = "true", samples: int = 1, warm_start: str | None = "default", t0: float | None = None,
              resample: bool = True, images: np.ndarray | None = None,
              pixel_spacing: tuple[float, float] | None = None,
              source_files: list[dict[str, Any]] | None = None, tuning: bool = False,
@@ -186,8 +186,10 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     ``images`` ``(S, H, W)`` replaces the store for data no reader ingests (e.g. a raw slice):
     then ``pixel_spacing`` ``(dy, dx)`` mm (``None``: unknown, no resampling), ``source_files``
     (``[{"path", "sha256"}]``, for the holdout check) and ``slices`` (their indices in the
-    source) describe them and ``store`` is only a name. ``warm_start`` (a baseline name) and
-    ``t0`` warm-start every solver (a variant's ``"warm_start"``/``"t0"`` keys do it for one run);
+    source) describe them and ``store`` is only a name. ``warm_start`` (a baseline name; ``"default"``:
+    :data:`~scorerecon.pipelines.tasks.WARM_START`, ``None``/``"none"``: from noise) and ``t0``
+    (default :data:`~scorerecon.pipelines.tasks.WARM_T0`) warm-start every solver (a variant's
+    ``"warm_start"``/``"t0"`` keys set it for one run);
     ``resample=False`` keeps the solvers on the input grid whatever the prior's pixel spacing.
     ``keep_images`` adds ``result["_panels"]``, the middle slice of every method as a
     :class:`~scorerecon.pipelines.panels.PanelSet` (``--images``; not JSON).
@@ -321,7 +323,11 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     if int(samples) < 1:
         raise InputError(None, f"--samples must be >= 1, got {samples}")
     params["samples"] = int(samples)
-    warm = {} if warm_start in (None, "none") else {"warm_start": warm_start, "t0": float(t0)}
+    from scorerecon.pipelines.tasks import WARM_START, WARM_T0
+
+    warm_start = WARM_START[task] if warm_start == "default" else warm_start
+    t0 = WARM_T0 if t0 is None else float(t0)
+    warm = {} if warm_start in (None, "none") else {"warm_start": warm_start, "t0": t0}
     params["warm_start"] = warm or None
     params["solver_settings"] = {s: {**problem.spec(s), **warm} for s in solvers}
     runs = [(s, s, nfe, int(samples), dict(warm)) for s in solvers]
@@ -554,10 +560,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--baselines", default=None, help="comma list of classical baselines (default: all)")
     parser.add_argument("--crop", type=int_range(1, 4096), default=None,
                         help="centre-crop to N x N (after --downsample)")
-    parser.add_argument("--warm-start", default=None,
+    parser.add_argument("--warm-start", default="default",
                         help="mri/ct: start every solver at --t0 from this baseline's result (tv, l1_wavelet, "
-                        "zero_filled; fbp, sart); none = from noise")
-    parser.add_argument("--t0", type=float, default=0.2, help="warm start: diffusion time to start at (default 0.2)")
+                        "zero_filled; fbp, sart; default: none = from noise, see pipelines.tasks.WARM_START)")
+    parser.add_argument("--t0", type=float, default=None, help="warm start: diffusion time to start at (default 0.1)")
     parser.add_argument("--no-resample", action="store_true",
                         help="mri/ct: keep the solvers on the input grid even when its pixel differs >15%% from "
                         "the prior's")

@@ -381,6 +381,10 @@ def run_medical(args: argparse.Namespace) -> int:
 
     if args.samples is None:
         args.samples = get_task(args.task).samples
+    from scorerecon.pipelines.tasks import WARM_START, WARM_T0  # the warm start by default
+
+    args.warm_start = WARM_START[args.task] if args.warm_start == "default" else args.warm_start
+    args.t0 = WARM_T0 if args.t0 is None else args.t0
     if args.nfe < 1 or args.samples < 1:
         raise InputError(None, "--nfe and --samples must be >= 1")
     if args.downsample < 1:
@@ -439,10 +443,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="posterior samples; > 1 also writes a std map (default " + per_task(lambda t: t.samples)
                         + "; conditional photo models 4)")
     parser.add_argument("--slices", default=None, help="z indices (85,95 or 80:100[:step]); default all")
-    parser.add_argument("--warm-start", default=None,
+    parser.add_argument("--warm-start", default="default",
                         help="start the solver at --t0 from this classical reconstruction (mri: tv, l1_wavelet, "
-                        "zero_filled; ct: tv, fbp, sart; none: from noise)")
-    parser.add_argument("--t0", type=float, default=0.2, help="warm start: diffusion time to start at (default 0.2)")
+                        "zero_filled; ct: tv, fbp, sart; default and none: from noise, see pipelines.tasks.WARM_START)")
+    parser.add_argument("--t0", type=float, default=None, help="warm start: diffusion time to start at (default 0.1)")
     parser.add_argument("--no-resample", action="store_true",
                         help="mri/ct: keep the input's pixel grid even when it differs > 15%% from the prior's")
     parser.add_argument("--tv-z", type=float, default=0.0,
