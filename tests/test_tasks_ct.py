@@ -130,3 +130,19 @@ def test_the_priors_grid_projects_to_the_measured_sinogram(model, grid) -> None:
     fbp = mu_to_hu(fbp_recon(sino, geometry), pixel)
     rec = reconstruct(prob, model, "dds", nfe=4, seed=0, init=fbp, t_start=0.3)
     assert rec.image.shape == (1, 1, 64, 64) and torch.isfinite(rec.image).all() and rec.nfe == 4
+
+
+def test_the_grid_rule_refines_but_does_not_coarsen() -> None:
+    """A coarser input goes to the prior's finer pixel (more pixels, same FOV); a finer input keeps
+    its grid (a coarse grid loses what the data resolve) unless asked; within 15 % nothing moves."""
+    from scorerecon.pipelines.tasks.grid import reconstruction_grid
+
+    coarse = reconstruction_grid((64, 64), (3.83, 3.83), (0.957, 0.957))
+    assert coarse["resampled"] and coarse["shape"] == [256, 256]
+    assert coarse["pixel_mm"][0] == pytest.approx(64 * 3.83 / 256)
+    fine = reconstruction_grid((256, 256), (0.431, 0.431), (0.957, 0.957))
+    assert not fine["resampled"] and fine["shape"] == [256, 256] and "finer" in fine["note"]
+    forced = reconstruction_grid((256, 256), (0.431, 0.431), (0.957, 0.957), coarsen=True)
+    assert forced["resampled"] and forced["shape"] == [115, 115]
+    assert not reconstruction_grid((128, 128), (0.86, 0.86), (1.0, 1.0))["resampled"]
+    assert not reconstruction_grid((128, 128), None, (1.0, 1.0))["resampled"]
