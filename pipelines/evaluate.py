@@ -13,7 +13,7 @@ CT (``--task ct``): HU slices of an image store (e.g. the head CT) are the groun
 noise-free parallel-beam sinograms are simulated (``--views N`` uniform over [0, 180) or
 ``--arc DEG`` contiguous, 1 view/degree). Baselines: FBP, SART, TV (Chambolle-Pock).
 
-Diffusion solvers (``--solvers``, default all of ``dc, projection, dps, dds, prox``) use the
+Diffusion solvers (``--solvers``, default all of ``dc, projection, dps, dds, prox``; ``dds_tta`` on request) use the
 checkpoint's prior with ``--nfe`` network evaluations each. Any data can be evaluated; only the
 slices the prior was trained on are refused, recognised by content (the input's source sha256
 and pixel fingerprints against the card's training sources, :mod:`scorerecon.pipelines.holdout`),
@@ -217,7 +217,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     if task not in ("mri", "ct"):
         raise InputError(None, f"--task must be mri or ct, got {task!r}")
     offered = get_task(task).solvers
-    solvers = list(offered) if solvers is None else solvers
+    solvers = [s for s in offered if s not in get_task(task).opt_in] if solvers is None else solvers
     bad = [s for s in solvers if s not in offered]
     if bad:
         raise InputError(None, f"unknown solver(s) {bad}; choose from {list(offered)}")
@@ -556,7 +556,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="network evaluations per diffusion solver (default: 50 medical, the task's default "
                         "otherwise)")
     parser.add_argument("--seed", type=int, default=0, help="mask, degradation and sampler seed")
-    parser.add_argument("--solvers", default=None, help="comma list of diffusion solvers (default: all of the task's)")
+    parser.add_argument("--solvers", default=None,
+                        help="comma list of diffusion solvers (default: the task's, opt-in dds_tta aside)")
     parser.add_argument("--baselines", default=None, help="comma list of classical baselines (default: all)")
     parser.add_argument("--crop", type=int_range(1, 4096), default=None,
                         help="centre-crop to N x N (after --downsample)")

@@ -251,3 +251,13 @@ def test_natural_reconstruct_refuses_bad_requests_in_one_line(tmp_path: Path, ca
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("scorerecon: error:"), err
     assert not out.exists()
+
+
+def test_opt_in_solvers_are_offered_but_not_run_by_default():
+    """dds_tta (test-time adaptation: ~2.5x the cost of dds, no gain measured) runs only on request."""
+    from scorerecon.pipelines.tasks.registry import get_task
+
+    for name in ("mri", "ct"):
+        task = get_task(name)
+        assert "dds_tta" in task.solvers and "dds_tta" in task.opt_in
+        assert set(task.opt_in) <= set(task.solvers)

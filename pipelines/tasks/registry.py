@@ -113,6 +113,8 @@ class Task:
     options: tuple[str, ...] = ()
     #: what ``reconstruct --input`` reads
     reconstruct_input: str = ""
+    #: solvers ``evaluate`` runs only when ``--solvers`` names them (costly, and no gain measured yet)
+    opt_in: tuple[str, ...] = ()
 
     @property
     def default_prior(self) -> str:
@@ -166,6 +168,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
                         problem="scorerecon.pipelines.tasks.mri:mri_problem"),
         baselines="scorerecon.pipelines.tasks.mri:MRI_BASELINES",
         solvers=MEDICAL_SOLVERS, default_solver="dds", priors=MappingProxyType({"prior": "brain_ddpm"}),
+        opt_in=("dds_tta",),
         metrics=("psnr", "ssim", "nmse"), primary="psnr", metric_fn="scorerecon.modalities.metrics:image_metrics",
         convention=MRI_CONVENTION, nfe=50, samples=1,
         evaluate="scorerecon.pipelines.evaluate", reconstruct="scorerecon.pipelines.reconstruct:run_medical",
@@ -180,6 +183,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
                         problem="scorerecon.pipelines.tasks.ct:ct_problem"),
         baselines="scorerecon.pipelines.tasks.ct:CT_BASELINES",
         solvers=MEDICAL_SOLVERS, default_solver="dds", priors=MappingProxyType({"prior": "head_ct_ddpm"}),
+        opt_in=("dds_tta",),
         metrics=("psnr", "ssim", "nmse"), primary="psnr", metric_fn="scorerecon.modalities.metrics:ct_metrics",
         convention=CT_CONVENTION, nfe=50, samples=1,
         evaluate="scorerecon.pipelines.evaluate", reconstruct="scorerecon.pipelines.reconstruct:run_medical",
