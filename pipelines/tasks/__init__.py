@@ -123,8 +123,8 @@ DEFAULT_SOLVERS: dict[str, dict[str, Any]] = {
 #: baseline's name, or "none" = from noise. Measured 2026-12-04 (docs/medical.md, "Unseen subjects"):
 #: on TRAINING slices warm from TV beat cold everywhere (t0 = 0.1, the best of {0.1, 0.2, 0.3, 0.5}),
 #: but on unseen subjects cold was as good or better (mean of 4 unseen MR subjects, DDS mean of 4:
-#: R=4 25.39 cold vs 25.32 warm, R=8 21.08 vs 20.96; 3 unseen CT patients: 23 views 27.28 vs 27.28,
-#: 8 views 21.88 vs 22.00), so the default stays cold; ``--warm-start tv`` turns it on.
+#: R=4 25.71 cold vs 25.63 warm, R=8 21.08 vs 20.96; 3 unseen CT patients: 23 views 27.73 vs 27.60,
+#: 8 views 21.80 vs 22.06), so the default stays cold; ``--warm-start tv`` turns it on.
 WARM_START: dict[str, str] = {"mri": "none", "ct": "none"}
 WARM_T0 = 0.1
 
