@@ -177,7 +177,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
              crop: int | None = None, downsample: int = 1, device: str = "cpu",
              log: Any = None, variants: dict[str, dict[str, Any]] | None = None, coils: int = 1,
              coil_maps: str = "true", samples: int = 1, warm_start: str | None = "default", t0: float | None = None,
-             resample: bool = True, images: np.ndarray | None = None,
+             resample: bool | str = True, images: np.ndarray | None = None,
              pixel_spacing: tuple[float, float] | None = None,
              source_files: list[dict[str, Any]] | None = None, tuning: bool = False,
              keep_images: bool = False) -> dict[str, Any]:
@@ -190,7 +190,9 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     :data:`~scorerecon.pipelines.tasks.WARM_START`, ``None``/``"none"``: from noise) and ``t0``
     (default :data:`~scorerecon.pipelines.tasks.WARM_T0`) warm-start every solver (a variant's
     ``"warm_start"``/``"t0"`` keys set it for one run);
-    ``resample=False`` keeps the solvers on the input grid whatever the prior's pixel spacing.
+    ``resample=False`` keeps the solvers on the input grid whatever the prior's pixel spacing
+    (``"always"`` also moves a finer input to the prior's coarser grid, see :func:`~scorerecon.
+    pipelines.tasks.grid.plan_grid`).
     ``keep_images`` adds ``result["_panels"]``, the middle slice of every method as a
     :class:`~scorerecon.pipelines.panels.PanelSet` (``--images``; not JSON).
     ``tuning=True`` is for choosing settings on TRAINING slices (benchmarks only, never the CLI):

@@ -195,10 +195,14 @@ def resample_centred(images: Tensor, shape: tuple[int, int], src_mm: tuple[float
 
 
 def plan_grid(card: dict[str, Any], shape: tuple[int, int], pixel_mm: tuple[float, float] | None,
-              resample: bool = True) -> dict[str, Any]:
-    """:func:`reconstruction_grid` against the prior's spacing (:func:`prior_pixel_spacing`), recorded."""
+              resample: bool | str = True) -> dict[str, Any]:
+    """:func:`reconstruction_grid` against the prior's spacing (:func:`prior_pixel_spacing`), recorded.
+
+    ``resample``: ``True`` (the rule: towards a finer grid only), ``False`` (never) or
+    ``"always"`` (also towards a coarser grid; for measuring the rule, benchmarks/spacing.py).
+    """
     prior_mm, source = prior_pixel_spacing(card)
-    grid = reconstruction_grid(shape, pixel_mm, prior_mm if resample else None)
+    grid = reconstruction_grid(shape, pixel_mm, prior_mm if resample else None, coarsen=resample == "always")
     grid["prior_pixel_from"] = source
     if not resample:
         grid["note"] = "not resampled: switched off (--no-resample)"
