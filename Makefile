@@ -91,7 +91,8 @@ unseen-data: $(STAMP)
 	rm -rf $(UNSEEN)/.fetch
 
 # The quality tables of the README (unseen subjects first, then held-out slices of the training
-# scans, vs classical baselines); ~35 min on 2 CPU cores.
+# scans, vs classical baselines); the MRI and CT unseen parts alone took 20-40 min each on 2
+# shared CPU cores (benchmarks/*.py --quick for a shorter run).
 bench-quality: $(STAMP) unseen-data photos
 	test -d results/stores/colin27_t1.zarr || $(VENV)/bin/scorerecon ingest data/demo/colin27_t1.nii.gz -o results/stores/colin27_t1.zarr
 	test -d results/stores/head_ct_hu.zarr || $(VENV)/bin/scorerecon ingest data/demo/head_ct_hu.nii.gz -o results/stores/head_ct_hu.zarr
