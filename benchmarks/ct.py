@@ -44,9 +44,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from scorerecon.pipelines.evaluate import (
@@ -67,44 +65,16 @@ GEOMETRIES = (("23 views over [0, 180)", {"views": 23}), ("8 views over [0, 180)
               ("120-degree limited angle", {"arc": 120.0}))
 
 
-def _save(name: str, payload: Any) -> None:
-    import json
-
-    out = ROOT / "results" / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / name).write_text(json.dumps(payload, indent=1, default=str))
-
-
 def tune_t0(args: argparse.Namespace) -> float:
     """The warm start's t0 chosen on training slices of the prior's scan (never on evaluation slices)."""
-    grid = [float(t) for t in args.t0_grid.split(",")]
-    scores = {t: [] for t in grid}
-    start = time.perf_counter()
-    rows = []
-    for views in (23, 8):
-        variants = {f"t0={t:g}": {"solver": args.solver, "warm_start": "tv", "t0": t} for t in grid}
-        result = evaluate("ct", args.store, TUNE_SLICES, checkpoint=args.checkpoint, views=views, nfe=args.nfe,
-                          seed=0, solvers=[args.solver], baselines=["tv"], crop=args.crop, variants=variants,
-                          tuning=True, warm_start="none")
-        m = result["methods"]
-        for t in grid:
-            scores[t].append(m[f"t0={t:g}"]["psnr"])
-        rows.append(f"| {views} views | {m['tv']['psnr']:.2f} | {m[args.solver]['psnr']:.2f} | "
-                    + " | ".join(f"{m[f't0={t:g}']['psnr']:.2f}" for t in grid) + " |")
-    best = max(grid, key=lambda t: float(np.mean(scores[t])))
-    print(f"\n#### Warm-start t0 chosen on TRAINING slices {TUNE_SLICES} of the prior's scan ({args.solver}, one "
-          f"sample, {args.nfe} NFE, TV initialiser)\n")
-    print(f"| setting | TV | {args.solver} cold | " + " | ".join(f"t0={t:g}" for t in grid) + " |")
-    print("|" + "---|" * (len(grid) + 3))
-    print("\n".join(rows))
-    print(f"\nchosen t0 = {best:g} (best mean PSNR over 23 and 8 views). Wall {time.perf_counter() - start:.0f} s.",
-          flush=True)
-    return best
+    from unseen import tune_t0 as tune
+
+    return tune("ct", args, TUNE_SLICES, {"23 views": {"views": 23}, "8 views": {"views": 8}}, "the prior's scan")
 
 
 def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
     """Per-patient rows on unseen CT slices, their mean, and held-out slices of the training scan."""
-    from unseen import available, ct_subjects, diffusion_variants, evaluate_subject, summary_table
+    from unseen import available, ct_subjects, diffusion_variants, evaluate_subject, save_json, summary_table
 
     subjects, why = available(ct_subjects)
     if why:
@@ -130,7 +100,7 @@ def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
         print(summary_table(results, BASELINES, "tv"))
         print(f"\nWall {time.perf_counter() - start:.0f} s.", flush=True)
         payload.append({"views": views, "results": results})
-        _save(f"ct_unseen_{Path(args.checkpoint).name}{'_quick' if args.quick else ''}"
+        save_json(f"ct_unseen_{Path(args.checkpoint).name}{'_quick' if args.quick else ''}"
               f"{'_v' + args.views_list.replace(',', '_') if args.views_list else ''}.json",
               {"t0": t0, "runs": payload})
 

@@ -71,44 +71,17 @@ TUNE_SLICES = [60, 120]  # Colin27 training slices (the priors hold out z in [80
 BASELINES = ["zero_filled", "tv", "l1_wavelet"]
 
 
-def _save(name: str, payload: Any) -> None:
-    import json
-
-    out = ROOT / "results" / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / name).write_text(json.dumps(payload, indent=1, default=str))
-
-
 def tune_t0(args: argparse.Namespace) -> float:
     """The warm start's t0 chosen on training slices (never on evaluation slices)."""
-    grid = [float(t) for t in args.t0_grid.split(",")]
-    scores = {t: [] for t in grid}
-    start = time.perf_counter()
-    rows = []
-    for accel in (4.0, 8.0):
-        variants = {f"t0={t:g}": {"solver": args.solver, "warm_start": "tv", "t0": t} for t in grid}
-        result = evaluate("mri", args.store, TUNE_SLICES, checkpoint=args.checkpoint, accel=accel, mask="random",
-                          nfe=args.nfe, seed=0, solvers=[args.solver], baselines=["tv"], crop=args.crop,
-                          variants=variants, tuning=True, warm_start="none")
-        m = result["methods"]
-        for t in grid:
-            scores[t].append(m[f"t0={t:g}"]["psnr"])
-        rows.append(f"| R={accel:g} | {m['tv']['psnr']:.2f} | {m[args.solver]['psnr']:.2f} | "
-                    + " | ".join(f"{m[f't0={t:g}']['psnr']:.2f}" for t in grid) + " |")
-    best = max(grid, key=lambda t: float(np.mean(scores[t])))
-    print(f"\n#### Warm-start t0 chosen on TRAINING slices {TUNE_SLICES} of the prior's training volume "
-          f"({args.solver}, one sample, {args.nfe} NFE, TV initialiser)\n")
-    print(f"| setting | TV | {args.solver} cold | " + " | ".join(f"t0={t:g}" for t in grid) + " |")
-    print("|" + "---|" * (len(grid) + 3))
-    print("\n".join(rows))
-    print(f"\nchosen t0 = {best:g} (best mean PSNR over R = 4, 8). Wall {time.perf_counter() - start:.0f} s.",
-          flush=True)
-    return best
+    from unseen import tune_t0 as tune
+
+    return tune("mri", args, TUNE_SLICES, {f"R={a:g}": {"accel": a, "mask": "random"} for a in (4.0, 8.0)},
+                "the prior's training volume")
 
 
 def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
     """Per-subject rows on unseen brain MR, their mean, and held-out slices of the training subject."""
-    from unseen import available, diffusion_variants, evaluate_subject, mri_subjects, summary_table
+    from unseen import available, diffusion_variants, evaluate_subject, mri_subjects, save_json, summary_table
 
     subjects, why = available(mri_subjects)
     if why:
@@ -138,7 +111,7 @@ def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
         print(summary_table(results, BASELINES, "tv"))
         print(f"\nWall {time.perf_counter() - start:.0f} s.", flush=True)
         payload.append({"accel": accel, "results": results})
-        _save(f"mri_unseen_{Path(args.checkpoint).name}{'_quick' if args.quick else ''}"
+        save_json(f"mri_unseen_{Path(args.checkpoint).name}{'_quick' if args.quick else ''}"
               f"{'_R' + args.accels.replace(',', '_') if args.accels else ''}.json", {"t0": t0, "runs": payload})
 
 

@@ -202,3 +202,47 @@ def summary_table(results: list[dict[str, Any]], baselines: list[str], init: str
         mean = np.mean(np.asarray(unseen_rows), axis=0).tolist()
         lines.append(row(f"**mean of {len(unseen_rows)} unseen**", "unseen", "", "", mean))
     return "\n".join(lines)
+
+
+def save_json(name: str, payload: Any) -> None:
+    """Write a benchmark's results to ``results/benchmarks/NAME`` (git-ignored)."""
+    import json
+
+    out = ROOT / "results" / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(payload, indent=1, default=str))
+
+
+def tune_t0(task: str, args: Any, slices: list[int], settings: dict[str, dict[str, Any]], what: str) -> float:
+    """The warm start's t0 chosen on TRAINING slices of the prior's data (never on evaluation slices).
+
+    ``settings`` maps a row label (``"R=4"``, ``"23 views"``) to that setting's ``evaluate`` options;
+    the t0 with the best mean PSNR over the settings wins. Prints the table and returns t0.
+    """
+    import time
+
+    from scorerecon.pipelines.evaluate import evaluate
+
+    grid = [float(t) for t in args.t0_grid.split(",")]
+    scores: dict[float, list[float]] = {t: [] for t in grid}
+    start = time.perf_counter()
+    rows = []
+    for label, options in settings.items():
+        variants = {f"t0={t:g}": {"solver": args.solver, "warm_start": "tv", "t0": t} for t in grid}
+        result = evaluate(task, args.store, slices, checkpoint=args.checkpoint, nfe=args.nfe, seed=0,
+                          solvers=[args.solver], baselines=["tv"], crop=args.crop, variants=variants, tuning=True,
+                          warm_start="none", **options)
+        m = result["methods"]
+        for t in grid:
+            scores[t].append(m[f"t0={t:g}"]["psnr"])
+        rows.append(f"| {label} | {m['tv']['psnr']:.2f} | {m[args.solver]['psnr']:.2f} | "
+                    + " | ".join(f"{m[f't0={t:g}']['psnr']:.2f}" for t in grid) + " |")
+    best = max(grid, key=lambda t: float(np.mean(scores[t])))
+    print(f"\n#### Warm-start t0 chosen on TRAINING slices {slices} of {what} ({args.solver}, one sample, "
+          f"{args.nfe} NFE, TV initialiser)\n")
+    print(f"| setting | TV | {args.solver} cold | " + " | ".join(f"t0={t:g}" for t in grid) + " |")
+    print("|" + "---|" * (len(grid) + 3))
+    print("\n".join(rows))
+    print(f"\nchosen t0 = {best:g} (best mean PSNR over {', '.join(settings)}). "
+          f"Wall {time.perf_counter() - start:.0f} s.", flush=True)
+    return best
