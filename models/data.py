@@ -1,6 +1,6 @@
 """Random-patch training data from Zarr stores (or, as a fallback, NIfTI files read directly).
 
-Patch-based priors (Hu et al., NeurIPS 2024; DESIGN.md section 4) train on small random patches
+Patch-based priors (Hu et al., NeurIPS 2024; docs/conventions.md section 4) train on small random patches
 and tile to any image size at inference, so the training set is "every patch position of every
 training slice" and one batch is a handful of random draws from it.
 

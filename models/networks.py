@@ -17,8 +17,8 @@ preset       channels            attention levels          res blocks 2D params 
 ``base``     (64, 128, 256, 256) two lowest levels         2          26,621,057  69,901,697
 ============ =================== ========================= ========== =========== ===========
 
-``tiny`` is the CPU-trainable prior (DESIGN.md section 5: ~0.5 s per batch-32 48² step on two
-cores); ``small`` the one DESIGN.md times on the H100; ``base`` the 26.6 M reference network.
+``tiny`` is the CPU-trainable prior (docs/conventions.md section 5: ~0.5 s per batch-32 48² step on two
+cores); ``small`` the one docs/conventions.md times on the H100; ``base`` the 26.6 M reference network.
 MONAI's middle block is always self-attention, so the lowest level should hold at most a few
 hundred tokens (a 64² patch gives 16² = 256 tokens in ``tiny``/``small``).
 
@@ -103,7 +103,7 @@ def build_unet(config: dict[str, Any], use_flash_attention: bool | None = None) 
     """A MONAI ``DiffusionModelUNet`` from a :func:`unet_config` dict.
 
     ``use_flash_attention`` only changes how attention is computed (PyTorch SDPA), never the
-    weights; ``None`` means "on when CUDA is available", the DESIGN.md section 5 speed-up.
+    weights; ``None`` means "on when CUDA is available", the docs/conventions.md section 5 speed-up.
     """
     if use_flash_attention is None:
         use_flash_attention = torch.cuda.is_available()

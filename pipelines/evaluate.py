@@ -29,7 +29,7 @@ Warm start (``--warm-start tv --t0 0.2``, CCDF): every diffusion solver starts a
 named classical reconstruction diffused there; its NFE count only the steps run and its seconds
 include the initialiser's.
 
-Metrics (DESIGN.md section 3): MRI fastMRI conventions on magnitudes (PSNR with data range = max
+Metrics (docs/conventions.md section 3): MRI fastMRI conventions on magnitudes (PSNR with data range = max
 of the reference volume, SSIM per slice with skimage's 7x7 window, NMSE); CT on HU windowed to
 [-1000, 400] -> [0, 1] with data range 1. The JSON (``--json``) is
 ``{"task", "convention", "params", "slices", "methods": {NAME: {"family", "psnr", "ssim", "nmse",

@@ -1,7 +1,7 @@
 """Every task's evaluation, one rule: baselines vs. diffusion solvers on held-out data (issues 4-6, 16).
 
 `evaluate` runs `scorerecon evaluate --task {task}` for each entry of the config's `evaluate`
-section -> <outdir>/eval/<task>.json (the result, DESIGN.md section 3) and <outdir>/eval/<task>.npz
+section -> <outdir>/eval/<task>.json (the result, docs/conventions.md section 3) and <outdir>/eval/<task>.npz
 (the report's pictures, `--images`). The task names are the task registry's
 (pipelines/tasks/registry.py). What the run reads follows the entry's shape (common.smk
 `evaluate_inputs`): `store` (an ingested store: mri, ct), `images` (image files: photographs),

@@ -20,7 +20,7 @@ Tuned default ``lambda`` (:data:`DEFAULT_TV_LAMBDA` = ``1e-4``): grid search by 
 (``shared/data/ct/head_ct_hu.nii.gz``, 2x2-averaged to 128^2, per-pixel attenuation with 1.914 mm
 pixels), 60-view sparse-view geometry, noise-free sinograms, 300 iterations from FBP. Mean PSNR:
 FBP 25.78 dB; TV ``lambda = 1e-5``: 29.19, ``3e-5``: 29.32, **``1e-4``: 29.43**, ``3e-4``: 28.67,
-``1e-3``: 25.96. DESIGN.md fixes no train/evaluation split for this CT volume yet; when one is
+``1e-3``: 25.96. docs/conventions.md fixes no train/evaluation split for this CT volume yet; when one is
 fixed, re-tune on its training part (and on noisy data for low-dose tasks, where the optimum is
 larger).
 """

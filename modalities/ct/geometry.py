@@ -14,7 +14,7 @@ images pass between the two without flips or shifts):
   inscribed disc with ``N`` bins: those are our central ``N`` bins);
 * sinograms are ``(B, 1, n_angles, n_det)`` (skimage's are ``(n_det, n_angles)``: transpose).
 
-Named constructors follow DESIGN.md section 3: :meth:`ParallelBeamGeometry.full` and
+Named constructors follow docs/conventions.md section 3: :meth:`ParallelBeamGeometry.full` and
 :meth:`ParallelBeamGeometry.sparse_view` use views uniform over ``[0, 180)`` degrees;
 :meth:`ParallelBeamGeometry.limited_angle` a contiguous arc (default 120 degrees, 1 view per
 degree).

@@ -1,4 +1,4 @@
-"""Hounsfield units, linear attenuation and the display/metric window (DESIGN.md section 3).
+"""Hounsfield units, linear attenuation and the display/metric window (docs/conventions.md section 3).
 
 Choice of units: the projector works on **per-pixel attenuation** ``mu * pixel_size``
 (dimensionless), so line integrals are the physical ``-log(I / I0)`` the Poisson model needs.

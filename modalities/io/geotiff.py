@@ -1,6 +1,6 @@
 """GeoTIFF / JPEG 2000 reader: georeferenced rasters into lazy ``(band, y, x)`` datasets.
 
-What a store group holds (DESIGN.md section 2):
+What a store group holds (docs/conventions.md section 2):
 
 * main variable ``image`` with dims ``("band", "y", "x")``, the source's integer dtype kept
   exactly (no masking, no scaling); ``x`` / ``y`` are pixel-centre coordinates in CRS units and

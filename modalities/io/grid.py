@@ -4,7 +4,7 @@ A reconstruction rarely keeps its input's grid: it takes a subset of slices, ave
 ``f x f`` blocks, centre-crops or pads to a square, or comes from k-space with readout
 oversampling removed. Each of these is an *axis-aligned index map*: output voxel index ``o``
 along an axis sits at continuous input index ``i = scale * o + offset``. They compose as 4x4
-matrices acting on ``(x, y, z, 1)`` (the store convention, DESIGN.md section 2: the RAS
+matrices acting on ``(x, y, z, 1)`` (the store convention, docs/conventions.md section 2: the RAS
 ``affine`` attr maps ``(i, j, k, 1)`` with ``i`` indexing ``x``, ``j`` ``y`` and ``k`` ``z``), so
 the output's affine is the input's affine times the composed map, and its coordinates are
 the input's coordinates evaluated at the mapped indices (the input's frame: a crop or a

@@ -18,7 +18,7 @@ package is not a dependency and its masks are numpy/seed-state based; the arithm
   up to rounding -- so benchmark tables compare like with like.
 * :func:`equispaced_1d_mask` (fastMRI ``EquispacedMaskFractionFunc``): the central block plus
   columns at a spacing adjusted so the total is ``W / R``, starting at a seeded random offset.
-* Centre fractions follow DESIGN.md section 3: ``0.08`` for ``R = 4`` and ``0.04`` for
+* Centre fractions follow docs/conventions.md section 3: ``0.08`` for ``R = 4`` and ``0.04`` for
   ``R = 8`` (fastMRI's pairing, i.e. ``0.32 / R``; :func:`default_center_fraction`).
 
 2D mask: :func:`poisson_disc_mask` wraps ``sigpy.mri.poisson`` (variable-density Poisson-disc,

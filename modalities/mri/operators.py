@@ -1,6 +1,6 @@
 """Cartesian MRI forward models: the FFT convention, real/complex layouts, single- and multi-coil.
 
-FFT convention (one for the whole project, DESIGN.md section 2; identical to sigpy's
+FFT convention (one for the whole project, docs/conventions.md section 2; identical to sigpy's
 ``sp.fft``/``sp.ifft`` with ``center=True, norm="ortho"`` and to fastMRI's ``fft2c``/``ifft2c``)::
 
     kspace = fftshift(fft2(ifftshift(image), norm="ortho"))      # fft2c

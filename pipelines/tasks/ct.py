@@ -11,12 +11,12 @@ guidance sees a unit-norm operator whatever the number of views
 
 HU above 400 (bone) lies outside the prior's training range; the state may leave ``[-1, 1]`` and
 data consistency pulls it there, but the prior does not model bone contrast. Metrics follow
-DESIGN.md section 3 (windowed ``[-1000, 400]`` HU -> ``[0, 1]``, data range 1), where that
+docs/conventions.md section 3 (windowed ``[-1000, 400]`` HU -> ``[0, 1]``, data range 1), where that
 saturates anyway.
 
 Sinograms are simulated noise-free from real HU slices with the same projector (the project has
 no raw CT data, see ``shared/data/README.md``): :func:`simulate_sinogram`. Geometries follow
-DESIGN.md: sparse view = ``N`` views uniform over ``[0, 180)``, limited angle = a contiguous arc
+docs/conventions.md: sparse view = ``N`` views uniform over ``[0, 180)``, limited angle = a contiguous arc
 at one view per degree (:func:`ct_geometry`).
 """
 

@@ -36,7 +36,7 @@ normalisation does on the training volume); the result scales with the input (``
 volume's own units, i.e. held-out slices of the training volume itself, or for a ``fixed``
 (physical-unit) card.
 
-Undersampling follows fastMRI (DESIGN.md section 3): 1-D masks select columns (the last axis is
+Undersampling follows fastMRI (docs/conventions.md section 3): 1-D masks select columns (the last axis is
 phase-encode); :func:`phase_encode_mask` turns them into row masks for k-space stores whose
 phase-encode axis is ``ky`` (dim -2).
 """
