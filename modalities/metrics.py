@@ -1,4 +1,4 @@
-"""Full-reference image-quality metrics with the conventions of ``shared/docs/docs/conventions.md`` section 3.
+"""Full-reference image-quality metrics with the conventions of ``docs/conventions.md`` section 3.
 
 MRI (fastMRI conventions, Zbontar et al. 2018, ``fastmri/evaluate.py``)
     * images are **magnitudes**: complex input is reduced with ``abs`` first;

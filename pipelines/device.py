@@ -13,7 +13,7 @@ Device choice (:func:`resolve_device`, defined in :mod:`scorerecon.models.device
 
 Precision (:func:`precision_policy`)
     On CUDA: bf16 autocast around the network (measured 1.95x over tf32 eager on an H100,
-    ``shared/docs/docs/conventions.md`` section 5), TF32 for the fp32 matmuls and convolutions that stay
+    ``docs/conventions.md`` section 5), TF32 for the fp32 matmuls and convolutions that stay
     outside autocast, and PyTorch SDPA ("flash") attention in MONAI's attention blocks. Data
     consistency (FFTs, CG, projections) always runs in fp32: the engine autocasts the network
     only. On CPU and MPS: fp32, no autocast (CPU bf16 is slower than fp32 without AMX and is not

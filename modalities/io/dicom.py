@@ -11,7 +11,7 @@ What it returns
     pydicom + pylibjpeg/openjpeg. Each single-frame file is read once: the same bytes feed its
     sha256 (:class:`~scorerecon.modalities.io.digests.StreamedDigest`) and its pixels.
 
-Geometry (the project convention, ``shared/docs/docs/conventions.md`` section 2)
+Geometry (the project convention, ``docs/conventions.md`` section 2)
     * ``y`` indexes DICOM rows, ``x`` columns, ``z`` slices sorted *ascending along the slice
       normal* ``n = row_dir x col_dir`` (``row_dir`` = first three values of
       ImageOrientationPatient, the direction of increasing column index).

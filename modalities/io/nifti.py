@@ -7,7 +7,7 @@ What it returns
     ``z`` (one time point each for 4D), as many slices as fit in ~64 MB, built from slicing
     nibabel's ``ArrayProxy``: nothing is read until dask computes a chunk.
 
-Geometry (``shared/docs/docs/conventions.md`` section 2)
+Geometry (``docs/conventions.md`` section 2)
     ``ds.attrs["affine"]`` is the file's 4x4 RAS+ affine, mapping ``(i, j, k, 1)`` -- ``i``
     indexing ``x``, ``j`` ``y``, ``k`` ``z`` -- to mm: the sform when ``sform_code > 0``, else the
     qform when ``qform_code > 0``, else nibabel's pixdim-only fallback; which one is recorded in

@@ -1,6 +1,6 @@
 """The chunked Zarr v3 store every step reads and writes, through xarray + dask.
 
-Conventions (see ``shared/docs/docs/conventions.md`` section 2):
+Conventions (see ``docs/conventions.md`` section 2):
 
 * A store holds one or more groups; each group is an ``xarray.Dataset`` whose main variable is
   ``image`` (real-valued pixels/voxels) or ``kspace`` (complex64 raw MRI data). Medical dims are

@@ -1,6 +1,7 @@
 """Training data for the natural-image priors: random RGB patches of Kodak + scikit-image images.
 
-Sources: the 24 Kodak PhotoCD images (``../shared/data/natural/kodak``, 768x512 RGB) minus the
+Sources: the 24 Kodak PhotoCD images (768x512 RGB; a local copy named by ``DEFAULT_KODAK`` or the config's
+``kodak:``) minus the
 held-out evaluation images :data:`HOLDOUT` (kodim01, 05, 13, 19, 23: a building, motorbikes, a
 river scene, a lighthouse, parrots -- five different kinds of texture), plus scikit-image's
 bundled RGB photographs astronaut, coffee, chelsea and rocket (``camera`` is grey and skipped),
