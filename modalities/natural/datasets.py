@@ -59,7 +59,9 @@ HOLDOUT: tuple[str, ...] = ("kodim01", "kodim05", "kodim13", "kodim19", "kodim23
 #: scikit-image's bundled RGB photographs used for training (camera is grey: skipped).
 SKIMAGE_IMAGES: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket")
 #: the Kodak folder, relative to the repository root (the training ``base_dir``).
-DEFAULT_KODAK = "../shared/data/natural/kodak"
+#: where the Kodak suite is read from when a config names none: ``$SCORERECON_KODAK``, else ``data/kodak``
+#: (no registry package ships Kodak: copy or link the 24 PNGs there).
+DEFAULT_KODAK = os.environ.get("SCORERECON_KODAK", "data/kodak")
 Tensor = torch.Tensor
 NORMALIZATION = {"method": "fixed", "values": [0.0, 1.0], "range": [-1.0, 1.0], "clip": False}
 
