@@ -261,14 +261,7 @@ class PatchDataset:
         extents = dict(zip(dims, self.patch_size, strict=True))
         if self.slice_axis is not None:
             extents = {self.slice_axis: 1, **extents}
-        starts = {}
-        for dim, extent in extents.items():
-            s = np.arange(max(shape[dim] - extent + 1, 0))
-            if dim in holdout:
-                lo, hi = holdout[dim]
-                s = s[(s + extent <= lo) | (s >= hi)]
-            starts[dim] = s
-        return starts
+        return self._region_starts(shape, extents, holdout)
 
     @staticmethod
     def _region_starts(shape: dict[str, int], extents: dict[str, int],

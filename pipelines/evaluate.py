@@ -57,7 +57,7 @@ from scorerecon.pipelines.options import (
     remember_defaults,
 )
 from scorerecon.pipelines.tasks.grid import plan_grid
-from scorerecon.pipelines.tasks.registry import TASKS, foreign_options, get_task, resolve
+from scorerecon.pipelines.tasks.registry import TASKS, get_task, refuse_foreign_options, resolve
 
 #: the metric conventions of the medical tasks (views of the task registry)
 CONVENTIONS = {t: TASKS[t].convention for t in ("mri", "ct")}
@@ -505,10 +505,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from scorerecon.models.checkpoint import atomic_write_json
 
-    foreign = foreign_options(args.task, given_options(args))
-    if foreign:
-        raise InputError(None, f"{', '.join(foreign)}: not an option of --task {args.task} (its options: "
-                               f"{', '.join(get_task(args.task).options)})")
+    refuse_foreign_options(args.task, given_options(args))
     if args.threads:
         torch.set_num_threads(args.threads)
     log = None if args.quiet else (lambda msg: print(f"  {msg}", flush=True))

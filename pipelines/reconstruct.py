@@ -351,13 +351,10 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from scorerecon.pipelines.options import given_options
-    from scorerecon.pipelines.tasks.registry import foreign_options, get_task, resolve
+    from scorerecon.pipelines.tasks.registry import get_task, refuse_foreign_options, resolve
 
     task = get_task(args.task)
-    foreign = foreign_options(task.name, given_options(args))
-    if foreign:
-        raise InputError(None, f"{', '.join(foreign)}: not an option of --task {task.name} (its options: "
-                               f"{', '.join(task.options)})")
+    refuse_foreign_options(task.name, given_options(args))
     if args.threads:
         torch.set_num_threads(args.threads)
     args.solver = args.solver or task.default_solver

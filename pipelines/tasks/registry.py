@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["TASKS", "Physics", "Task", "default_checkpoint", "foreign_options", "get_task", "markdown_table", "resolve",
-           "task_names"]
+__all__ = ["TASKS", "Physics", "Task", "default_checkpoint", "foreign_options", "get_task", "markdown_table",
+           "refuse_foreign_options", "resolve", "task_names"]
 
 #: The medical solvers (implemented once in :mod:`scorerecon.pipelines.tasks`; ``make_guidance``).
 MEDICAL_SOLVERS: tuple[str, ...] = ("dc", "projection", "dps", "dds", "prox", "dds_tta")
@@ -274,6 +274,16 @@ def foreign_options(task: str, given: Iterable[Sequence[str]]) -> list[str]:
     others = {o for t in TASKS.values() for o in t.options} - own
     return [next(f for f in flags if f in others) for flags in given
             if any(f in others for f in flags) and not any(f in own for f in flags)]
+
+
+def refuse_foreign_options(task: str, given: Iterable[Sequence[str]]) -> None:
+    """Raise one-line :class:`~scorerecon.errors.InputError` when :func:`foreign_options` finds any."""
+    foreign = foreign_options(task, given)
+    if foreign:
+        from scorerecon.errors import InputError
+
+        raise InputError(None, f"{', '.join(foreign)}: not an option of --task {task} (its options: "
+                               f"{', '.join(get_task(task).options)})")
 
 
 def resolve(ref: str) -> Any:
