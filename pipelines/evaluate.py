@@ -86,11 +86,15 @@ def parse_slices(text: str) -> list[int]:
     return sorted(out)
 
 
-def _load_slices(store: Path, slices: list[int], variable: str = "image"
+def _load_slices(store: Path, slices: list[int], variable: str = "image", screen: Any = None,
                  ) -> tuple[np.ndarray, tuple[float, float] | None, list[dict[str, Any]]]:
     """Real slices ``(S, H, W)`` float32 of an image store, the in-plane pixel ``(dy, dx)`` in mm
-    (``None`` without coordinates) and the store's source-file records (path, sha256)."""
-    from scorerecon.modalities.io.store import attrs_json, load_checked, open_store
+    (``None`` without coordinates) and the store's source-file records (path, sha256).
+
+    NaN/Inf voxels are refused, or filled by ``screen`` (a :class:`~scorerecon.pipelines.nonfinite.Screen`
+    under ``--nonfinite mask``)."""
+    from scorerecon.modalities.io.store import attrs_json, open_store
+    from scorerecon.pipelines.nonfinite import Screen
 
     ds = open_store(store)
     if variable not in ds.data_vars:
@@ -104,7 +108,8 @@ def _load_slices(store: Path, slices: list[int], variable: str = "image"
     outside = [s for s in slices if not 0 <= s < n]
     if outside:
         raise InputError(store, f"slices {outside} outside the volume (z has {n} slices)")
-    data = load_checked(da.isel(z=slices).to_dataset(name="image"), store, finite=True).astype(np.float32)
+    screen = screen or Screen("refuse", store)
+    data = screen.load(da.rename("image"), slices).astype(np.float32)
     step = [float(abs(da.coords[d].values[1] - da.coords[d].values[0])) if d in da.coords and da.sizes[d] > 1
             else 0.0 for d in ("y", "x")]
     spacing = (step[0] or step[1], step[1] or step[0]) if any(step) else None
@@ -180,7 +185,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
              resample: bool | str = True, images: np.ndarray | None = None,
              pixel_spacing: tuple[float, float] | None = None,
              source_files: list[dict[str, Any]] | None = None, tuning: bool = False,
-             keep_images: bool = False) -> dict[str, Any]:
+             keep_images: bool = False, nonfinite: str = "refuse") -> dict[str, Any]:
     """Run baselines and diffusion solvers on slices of ``store`` (or on ``images``); returns the result dict.
 
     ``images`` ``(S, H, W)`` replaces the store for data no reader ingests (e.g. a raw slice):
@@ -193,6 +198,9 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     ``resample=False`` keeps the solvers on the input grid whatever the prior's pixel spacing
     (``"always"`` also moves a finer input to the prior's coarser grid, see :func:`~scorerecon.
     pipelines.tasks.grid.plan_grid`).
+    ``nonfinite="mask"`` fills NaN/Inf voxels of the store's slices (slice median) instead of refusing
+    them; the filled slices are then the ground truth and ``params["nonfinite"]`` records the fill
+    (:mod:`scorerecon.pipelines.nonfinite`).
     ``keep_images`` adds ``result["_panels"]``, the middle slice of every method as a
     :class:`~scorerecon.pipelines.panels.PanelSet` (``--images``; not JSON).
     ``tuning=True`` is for choosing settings on TRAINING slices (benchmarks only, never the CLI):
@@ -237,8 +245,11 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     checkpoint = str(checkpoint or get_task(task).priors["prior"])
     model = load_score_model(checkpoint, device=device)
     model.eval()
+    from scorerecon.pipelines.nonfinite import Screen
+
+    screen = Screen(nonfinite, None if images is not None else Path(str(store)))
     if images is None:
-        raw, spacing, files = _load_slices(Path(str(store)), slices)
+        raw, spacing, files = _load_slices(Path(str(store)), slices, screen=screen)
     else:
         raw = np.asarray(images, dtype=np.float32).reshape(-1, *np.shape(images)[-2:])
         spacing, files = pixel_spacing, list(source_files or [])
@@ -261,6 +272,9 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
                               "noise": "none (noise-free simulated measurements)", "hardware": describe(device)}
     if pixel is None:
         params["pixel_size_note"] = "the input has no pixel spacing: 1 mm assumed, no resampling"
+    if screen.active:
+        params["nonfinite"] = screen.record("the filled slices are the ground truth: the measurement is simulated "
+                                            "from them and the metrics include the filled voxels")
     methods: dict[str, dict[str, Any]] = {}
     classical: dict[str, tuple[Any, float]] = {}  # name -> (physical image, seconds): warm-start initialisers
     shown: dict[str, tuple[Any, Any]] = {}  # diffusion name -> (image, std): the --images pictures
@@ -497,7 +511,8 @@ def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                     seed=args.seed, solvers=_csv(args.solvers), baselines=_csv(args.baselines), crop=args.crop,
                     downsample=args.downsample, device=args.device, log=log, coils=args.coils,
                     coil_maps=args.coil_maps, samples=args.samples or 1, warm_start=args.warm_start, t0=args.t0,
-                    resample=not args.no_resample, keep_images=getattr(args, "images", None) is not None)
+                    resample=not args.no_resample, keep_images=getattr(args, "images", None) is not None,
+                    nonfinite=args.nonfinite)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -569,6 +584,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "the prior's")
     parser.add_argument("--downsample", type=int_range(1, 64), default=1,
                         help="MRI/CT: average F x F pixel blocks first")
+    from scorerecon.pipelines.nonfinite import add_argument as add_nonfinite
+
+    add_nonfinite(parser)
     # natural images
     parser.add_argument("--scale", type=int, default=4, help="sr: downsampling factor (2 or 4)")
     parser.add_argument("--sigma", type=float, default=25.0, help="denoise: noise sigma on the 0..255 scale")

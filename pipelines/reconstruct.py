@@ -31,7 +31,9 @@ prior, NFE, samples) and the module that runs it come from the task registry
 (:mod:`scorerecon.pipelines.tasks.registry`); this module runs MRI and CT.
 
 Image-store inputs of both tasks may be block-averaged (``--downsample F``) and centre-cropped
-(``--crop N``) first.
+(``--crop N``) first. An input holding NaN/Inf values is refused unless ``--nonfinite mask`` fills
+them, records how many per slice and writes the voxels made from them back as NaN
+(:mod:`scorerecon.pipelines.nonfinite`).
 
 The output store (written atomically) holds ``image`` ``(z, y, x)`` float32 -- magnitude for MRI,
 HU for CT -- on a grid that keeps the input's place in space: the RAS ``affine`` composed with the
@@ -82,11 +84,12 @@ def _remove_oversampling(kspace: np.ndarray, factor: int) -> np.ndarray:
 def _kspace_input(args: argparse.Namespace, ds: Any, slices: list[int]) -> tuple[np.ndarray, Any, dict[str, Any]]:
     """Measured k-space ``(S, C, ky, kx)`` of ``slices`` (readout oversampling removed) and its grid."""
     from scorerecon.modalities.io.grid import axis_map, centre_map, kspace_image_grid
-    from scorerecon.modalities.io.store import attrs_json, load_checked
+    from scorerecon.modalities.io.store import attrs_json
+    from scorerecon.pipelines.nonfinite import screen_of
     from scorerecon.pipelines.record import default_geometry
 
     da = ds["kspace"]
-    raw = load_checked(da.isel(z=slices).to_dataset(name="kspace"), args.input, "kspace", finite=True)  # (C, S, ky, kx)
+    raw = screen_of(args).load(da, slices)  # (C, S, ky, kx); NaN/Inf refused or filled (--nonfinite)
     raw = np.ascontiguousarray(np.moveaxis(raw, 1, 0)).astype(np.complex64)  # (S, C, ky, kx)
     info: dict[str, Any] = {"input": "k-space from the store"}
     nky, nkx = raw.shape[-2:]
@@ -116,12 +119,12 @@ def _image_input(args: argparse.Namespace, ds: Any, square: bool, slices: list[i
     and the output pixel size in mm (the store's ``x`` spacing times ``--downsample``; 1 mm without coordinates).
     """
     from scorerecon.modalities.io.grid import prepare_slices_map
-    from scorerecon.modalities.io.store import load_checked
     from scorerecon.pipelines.evaluate import prepare_slices
+    from scorerecon.pipelines.nonfinite import screen_of
     from scorerecon.pipelines.record import image_geometry
 
     da = ds["image"]
-    images = load_checked(da.isel(z=slices).to_dataset(name="image"), args.input, finite=True).astype(np.float32)
+    images = screen_of(args).load(da, slices).astype(np.float32)  # NaN/Inf refused or filled (--nonfinite)
     spacing = float(abs(da.coords["x"].values[1] - da.coords["x"].values[0])) \
         if "x" in da.coords and da.sizes["x"] > 1 else 1.0
     in_plane, out_shape = prepare_slices_map(images.shape[-2:], args.crop, args.downsample, square=square)
@@ -156,6 +159,8 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
 
     from scorerecon.modalities.io.kspace import image_to_kspace
     from scorerecon.modalities.io.store import open_store
+    from scorerecon.pipelines.evaluate import prepare_slices
+    from scorerecon.pipelines.nonfinite import screen_of
     from scorerecon.pipelines.tasks import intensity_mode, reconstruct
     from scorerecon.pipelines.tasks.mri import mask_info, mri_problem, phase_encode_mask
     from scorerecon.pipelines.tasks.volume import reconstruct_volume
@@ -211,6 +216,7 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
         except ValueError as exc:
             raise InputError(None, f"cannot build a {args.mask} mask at R={args.accel} for {h}x{w}: {exc}") from None
         info["mask"] = mask_info(args.mask, args.accel, mask, args.seed, axis=-2)
+    mask = screen_of(args).drop_lines(mask)  # --nonfinite mask: ky lines that held NaN/Inf are not acquired
     if intensity == "auto":  # the percentile normalisation resolved on the whole input volume
         if reference is None or args.mask != "none":
             reference = _input_statistics(load, n_z, mask.numpy(), quantile)[0]
@@ -247,6 +253,7 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
     rec = _solve(args, problem, model, reconstruct, reconstruct_volume, init)
     image = rec.image.abs()[:, 0].cpu().numpy()
     std = None if rec.std is None else rec.std[:, 0].cpu().numpy()
+    screen_of(args).mark_output(info, slices, (image, std), lambda m: prepare_slices(m, args.crop, args.downsample))
     info.update(_solver_record(args, rec))
     return image, std, info, geometry
 
@@ -256,7 +263,9 @@ def _ct(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | 
 
     from scorerecon.modalities.ct.geometry import ParallelBeamGeometry
     from scorerecon.modalities.io.grid import axis_map, centred_grid, stated_affine
-    from scorerecon.modalities.io.store import load_checked, open_store
+    from scorerecon.modalities.io.store import open_store
+    from scorerecon.pipelines.evaluate import prepare_slices
+    from scorerecon.pipelines.nonfinite import screen_of
     from scorerecon.pipelines.record import default_geometry
     from scorerecon.pipelines.tasks import reconstruct
     from scorerecon.pipelines.tasks.ct import ct_geometry, ct_problem, simulate_sinogram
@@ -275,8 +284,7 @@ def _ct(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | 
             raise InputError(args.input, "sinogram store needs attrs image_size and pixel_size_mm") from None
         geometry = ParallelBeamGeometry(n, tuple(float(a) for a in da.coords["angle"].values), int(da.sizes["det"]))
         slices = _select_slices(int(da.sizes["z"]), args.slices, args.input)
-        sino = torch.from_numpy(load_checked(da.isel(z=slices).to_dataset(name="s"), args.input, "s", finite=True)
-                                .astype(np.float32))[:, None]
+        sino = torch.from_numpy(screen_of(args).load(da, slices).astype(np.float32))[:, None]  # --nonfinite
         info["measurement"] = "sinogram from the store"
         affine = stated_affine(ds.attrs.get("affine"))
         grid_source = "the sinogram store's affine attr"
@@ -321,6 +329,8 @@ def _ct(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray | 
     rec = _solve(args, problem, model, reconstruct, reconstruct_volume, init)
     image = rec.image[:, 0].cpu().numpy()
     std = None if rec.std is None else rec.std[:, 0].cpu().numpy()
+    screen_of(args).mark_output(info, slices, (image, std),
+                                lambda m: prepare_slices(m, args.crop, args.downsample, square=True))
     info.update(_solver_record(args, rec))
     return image, std, info, out_geometry
 
@@ -448,6 +458,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="mri/ct: keep the input's pixel grid even when it differs > 15%% from the prior's")
     parser.add_argument("--tv-z", type=float, default=0.0,
                         help="TV weight along z: > 0 reconstructs the slices as one volume (ADMM; solver dds/prox)")
+    from scorerecon.pipelines.nonfinite import add_argument as add_nonfinite
+
+    add_nonfinite(parser)
     mri = parser.add_argument_group("MRI")
     mri.add_argument("--mask", default="auto", choices=("auto", "random", "equispaced", "poisson", "none"),
                      help="retrospective undersampling along ky, or none: use the data as acquired (the non-zero "

@@ -321,7 +321,8 @@ def load_checked(ds: xr.Dataset, path: str | os.PathLike, name: str = "image", f
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         if bad:
             raise InputError(path, f"{bad} non-finite (NaN/Inf) value(s) of {values.size} in variable {name!r}: "
-                                   "a reconstruction from them would be NaN; fix the source and ingest it again")
+                                   "a reconstruction from them would be NaN; fix the source and ingest it again, or "
+                                   "pass --nonfinite mask to fill them and mark them in the output (docs/io.md)")
     return values
 
 

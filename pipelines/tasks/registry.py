@@ -174,7 +174,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
         evaluate="scorerecon.pipelines.evaluate", reconstruct="scorerecon.pipelines.reconstruct:run_medical",
         options=("--slices", "--mask", "--accel", "--calib", "--complex-mode", "--intensity", "--keep-oversampling",
                  "--coils", "--coil-maps", "--warm-start", "--t0", "--no-resample", "--tv-z", "--crop",
-                 "--downsample"),
+                 "--downsample", "--nonfinite"),
         reconstruct_input="a k-space store (coil, z, ky, kx) or an MR image store (z, y, x)"),
     Task(
         name="ct", modality="CT", summary="sparse-view / limited-angle parallel-beam CT: sinogram -> HU",
@@ -188,7 +188,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
         convention=CT_CONVENTION, nfe=50, samples=1,
         evaluate="scorerecon.pipelines.evaluate", reconstruct="scorerecon.pipelines.reconstruct:run_medical",
         options=("--slices", "--views", "--arc", "--warm-start", "--t0", "--no-resample", "--tv-z", "--crop",
-                 "--downsample"),
+                 "--downsample", "--nonfinite"),
         reconstruct_input="a CT image store (z, y, x) in HU (a sinogram is simulated) or a sinogram store "
                           "(z, angle, det)"),
     Task(
