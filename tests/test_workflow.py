@@ -5,17 +5,15 @@ killer, batch-system hard kill, power loss) and started again with the same comm
 and give exactly what an uninterrupted run gives, never mistaking a half-written store for a
 finished one. Two layers make that hold: stores are written under a ``.NAME.partial-xxxx``
 sibling and renamed only when complete (``modalities/io/store.py``), and Snakemake's incomplete
-markers with ``rerun-incomplete`` (local profile) redo a job whose output exists but whose job
-never finished. Stale directory locks of the killed run are cleared by ``workflows/common.smk``.
+markers with ``rerun-incomplete`` (the workflow profile ``profiles/default``, which Snakemake applies to
+every run, and the local profile) redo a job whose output exists but whose job never finished. Stale
+directory locks of the killed run are cleared by ``workflows/common.smk``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import warnings
@@ -23,10 +21,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import psutil
 import pytest
 import yaml
-from workflow_helpers import REPO, make_workdir, run_snakemake, snakemake_command, tail, workflow_env
+from workflow_helpers import REPO, kill_tree, make_workdir, run_snakemake, snakemake_command, tail, workflow_env
 
 from scorerecon.modalities.io.store import open_store
 from scorerecon.pipelines.errors import InputError
@@ -91,21 +88,6 @@ def _big_nifti(path: Path) -> Path:
     return path
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL a process, its process group and every descendant (job processes included)."""
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    for member in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.kill()
-    proc.wait(timeout=30)
-    psutil.wait_procs(family, timeout=30)
-
-
 def _same_store(a: Path, b: Path) -> None:
     ds_a, ds_b = open_store(a), open_store(b)
     assert list(ds_a.data_vars) == list(ds_b.data_vars)
@@ -159,7 +141,7 @@ def test_kill_9_mid_ingest_then_rerun_matches_an_uninterrupted_run(tmp_path: Pat
             assert time.monotonic() < deadline, f"never saw a half-written store:\n{tail(text)}"
             time.sleep(0.01)
     finally:
-        _kill_tree(proc)
+        kill_tree(proc)
 
     # the half-written store is not taken as complete
     assert not (stores / "big.zarr").exists()
