@@ -702,7 +702,7 @@ def describe_export(path: Path) -> list[tuple[str, str, str]]:
     dicoms = [p for p in files if p.suffix.lower() == ".dcm"]
     for p in files:
         name = p.name.lower()
-        if p in dicoms[1:] or name.endswith(".json"):
+        if p in dicoms[1:] or name.endswith((".json", ".sha256")):  # sidecars: provenance, the export's digests
             continue
         size = f"{p.stat().st_size / 1e3:.0f} kB"
         try:

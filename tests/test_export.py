@@ -247,7 +247,8 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
     assert out.read_bytes() == b"precious"
     export_store(store, "nifti", out, overwrite=True)
     assert nib.load(out).shape == zyx.shape[::-1]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.json", "ct.nii.gz", "ct.nii.gz.json", "ct.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.json", "ct.nii.gz", "ct.nii.gz.json", "ct.nii.gz.sha256",
+                                                          "ct.zarr"]
 
 
 def test_export_help_lists_formats(capsys):

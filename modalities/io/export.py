@@ -14,7 +14,10 @@ Every exporter
 * records provenance where the format allows: the source store path and the sha256 of every
   file the store was ingested from (NIfTI: ``descrip`` + JSON sidecar ``<out>.json``; COG: GDAL
   metadata tags ``SCORERECON_*``; PNG: an ``iTXt`` chunk ``scorerecon``; DICOM: a private
-  block ``scorerecon`` (0011,xx) plus ``DerivationDescription``).
+  block ``scorerecon`` (0011,xx) plus ``DerivationDescription``);
+* writes ``<out>.sha256`` beside the output: the sha256 of every file it wrote, sidecars
+  included (``sha256sum`` format; :mod:`~scorerecon.modalities.io.manifest`), which
+  ``scorerecon provenance verify`` checks.
 
 Value conventions:
 
@@ -50,6 +53,7 @@ import xarray as xr
 
 from scorerecon import __version__
 from scorerecon.errors import InputError
+from scorerecon.modalities.io.manifest import manifest_path, write_manifest
 from scorerecon.modalities.io.outputs import (
     check_output,
     publish,
@@ -102,8 +106,11 @@ def _atomic_outputs(*outs: Path, overwrite: bool = False, protect: Iterable[str 
     ``outs[0]`` is the main output (a folder when ``directory``: it gets the output marker), the
     rest are sidecar files. Every target is checked with
     :func:`~scorerecon.modalities.io.outputs.check_output` (``protect``: the store and its
-    sources), before the work and again before publishing.
+    sources), before the work and again before publishing. One more sidecar is added here and
+    written after the body: ``OUT.sha256``, the sha256 of every file published
+    (:mod:`~scorerecon.modalities.io.manifest`).
     """
+    outs = (*outs, manifest_path(outs[0]))
     kinds = ["dir" if directory and i == 0 else "file" for i in range(len(outs))]
     for out, kind in zip(outs, kinds, strict=True):
         check_output(out, kind, overwrite, protect)
@@ -112,12 +119,13 @@ def _atomic_outputs(*outs: Path, overwrite: bool = False, protect: Iterable[str 
         outs[0].parent.mkdir(parents=True, exist_ok=True)
     staging = [staging_path(out) for out in outs]
     try:
-        yield staging
-        for stage in staging:
+        yield staging[:-1]
+        for stage in staging[:-1]:
             if not stage.exists():
                 raise RuntimeError(f"exporter did not write {stage}")
         if directory:
             write_marker(staging[0], "export")
+        write_manifest(staging[-1], zip(staging[:-1], outs[:-1], strict=True), outs[-1].parent)
         for out, kind in zip(outs, kinds, strict=True):
             check_output(out, kind, overwrite, protect)
         # sidecars first, the main output last: a visible main output always has its sidecar

@@ -16,7 +16,10 @@ exports (``export --format nifti|geotiff|png|dicom|omezarr``)
     the record each format carries (NIfTI: the ``<out>.json`` sidecar; GeoTIFF: the
     ``SCORERECON_*`` tags; PNG: the ``scorerecon`` iTXt chunk; DICOM: the ``scorerecon`` private
     block; OME-Zarr: ``attributes["scorerecon"]``): its ``source_files`` are hashed again and
-    its ``source_store`` is verified as above.
+    its ``source_store`` is verified as above. First, the export's own bytes: every file the
+    ``OUT.sha256`` manifest beside it lists is hashed again, and a folder export holding a file
+    it did not write fails (:mod:`~scorerecon.modalities.io.manifest`; an export older than
+    manifests is reported as unchecked).
 
 A file that is recorded but no longer where it was recorded (moved, or on another machine)
 cannot be hashed. It is reported as ``missing`` and does not fail the check. A file whose sha256
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from scorerecon.errors import InputError
+from scorerecon.modalities.io.manifest import check_manifest, manifest_path
 from scorerecon.modalities.io.store import attrs_json, open_store, sha256_file, store_groups
 
 __all__ = ["export_record", "verify_output"]
@@ -189,10 +193,13 @@ def verify_output(output: str | os.PathLike) -> tuple[list[str], int]:
     if _is_store(output):
         checker.store(output)
         return checker.lines, checker.missing
+    own = check_manifest(output, _shown)  # the export's own bytes first: a changed file may hide its record
     record = export_record(output)
     if record is None:
         raise InputError(output, "carries no scorerecon provenance (not a scorerecon store or export) and is not "
                                  "inside a run folder with an RO-Crate")
+    checker.lines.extend(own or [f"unchecked: no {manifest_path(output).name} beside it (exported before exports "
+                                 "listed their own sha256): only the sources and the store behind it are checked"])
     if record.get("exported_by"):
         checker.lines.append(f"command: {record['exported_by']}")
     checker.sources(record.get("source_files"), output)
