@@ -246,7 +246,7 @@ def _record(store: Path) -> dict[str, Any]:
 
 def _engine_variant(record: dict[str, Any]) -> tuple[str | None, str | None, int | None]:
     """(precision, compile, batch) the reconstruction says it ran with, where it says so."""
-    engine = record.get("engine") if isinstance(record.get("engine"), dict) else {}
+    engine = record.get("execution") if isinstance(record.get("execution"), dict) else {}
     return engine.get("precision"), engine.get("compile"), engine.get("batch_size")
 
 

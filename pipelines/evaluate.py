@@ -49,7 +49,9 @@ from scorerecon.pipelines.errors import InputError
 from scorerecon.pipelines.holdout import certify_slices
 from scorerecon.pipelines.options import (
     DEVICE_HELP,
+    add_engine_arguments,
     device,
+    engine_config,
     float_range,
     given_options,
     int_range,
@@ -185,7 +187,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
              resample: bool | str = True, images: np.ndarray | None = None,
              pixel_spacing: tuple[float, float] | None = None,
              source_files: list[dict[str, Any]] | None = None, tuning: bool = False,
-             keep_images: bool = False, nonfinite: str = "refuse") -> dict[str, Any]:
+             keep_images: bool = False, nonfinite: str = "refuse", engine: Any = None) -> dict[str, Any]:
     """Run baselines and diffusion solvers on slices of ``store`` (or on ``images``); returns the result dict.
 
     ``images`` ``(S, H, W)`` replaces the store for data no reader ingests (e.g. a raw slice):
@@ -368,8 +370,8 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
                                                  pixel_mm)
             init = {"init": init_image, "t_start": float(start_t if start_t is not None else t0)}
         with torch.no_grad():
-            rec = run(problem, model, base, nfe=budget, seed=seed, n_samples=draws, device=device, **init,
-                      **settings)
+            rec = run(problem, model, base, nfe=budget, seed=seed, n_samples=draws, device=device, engine=engine,
+                      **init, **settings)
         est = rec.image.detach().cpu()
         if keep_images:
             shown[solver] = (est if task == "mri" else est[:, 0], rec.std)
@@ -512,7 +514,7 @@ def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                     downsample=args.downsample, device=args.device, log=log, coils=args.coils,
                     coil_maps=args.coil_maps, samples=args.samples or 1, warm_start=args.warm_start, t0=args.t0,
                     resample=not args.no_resample, keep_images=getattr(args, "images", None) is not None,
-                    nonfinite=args.nonfinite)
+                    nonfinite=args.nonfinite, engine=engine_config(args))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -602,6 +604,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "N x NFE; pansharpen, cloud: also their std; natural tasks)")
     parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch CPU threads")
+    add_engine_arguments(parser)
     parser.add_argument("--json", type=output_file(), default=None, help="write the result JSON here (atomically)")
     parser.add_argument("--images", type=output_file(".npz"), default=None,
                         help="write the pictures `scorerecon report` shows (middle slice of every method, input, "

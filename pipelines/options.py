@@ -1,4 +1,4 @@
-"""Argument types every sub-command shares: numeric ranges, the device, output paths.
+"""Argument types every sub-command shares: numeric ranges, the device, output paths, the engine's options.
 
 They run while argparse parses the command line, so a bad value is refused before any file is
 read or any model loaded, as one line (``scorerecon: error: argument --crop: ...``, exit 2; see
@@ -16,8 +16,8 @@ from typing import Any
 
 from scorerecon.pipelines.errors import InputError
 
-__all__ = ["DEVICE_HELP", "Window", "device", "float_range", "given_options", "int_range", "output_file", "output_path",
-           "remember_defaults"]
+__all__ = ["DEFAULT_COMPILE_MODE", "DEVICE_HELP", "Window", "add_engine_arguments", "device", "engine_config",
+           "float_range", "given_options", "int_range", "output_file", "output_path", "remember_defaults"]
 
 DEVICE_HELP = "auto (default: CUDA, then MPS, then CPU; $SCORERECON_DEVICE pins it), cpu, cuda, cuda:N or mps"
 
@@ -129,3 +129,46 @@ class Window(argparse.Action):
         if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
             parser.error(f"argument {option_string}: LO must be below HI (both finite), got {lo:g} {hi:g}")
         setattr(namespace, self.dest, (lo, hi))
+
+
+#: ``--compile`` without a mode: inductor's autotuned kernels without CUDA graphs (samplers keep
+#: the previous prediction between calls, which CUDA graphs' memory pool would overwrite)
+DEFAULT_COMPILE_MODE = "max-autotune-no-cudagraphs"
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The tile engine's options (:class:`~scorerecon.pipelines.engine.EngineConfig`), for every task.
+
+    Every reconstruction runs its prior inside the engine; these choose its precision, compilation
+    and batch size. They change speed and memory, never which image a seed gives beyond rounding
+    (bf16 is the exception to note: about 0.01-0.1 dB).
+    """
+    from scorerecon.pipelines.engine import COMPILE_MODES
+
+    group = parser.add_argument_group("engine (every task)")
+    group.add_argument("--precision", choices=("auto", "fp32", "tf32", "bf16"), default="auto",
+                       help="network precision: auto = bf16 autocast + TF32 on CUDA, fp32 elsewhere")
+    group.add_argument("--compile", nargs="?", const=DEFAULT_COMPILE_MODE, default=None, choices=COMPILE_MODES,
+                       metavar="MODE", help=f"torch.compile the network (CUDA; MODE default {DEFAULT_COMPILE_MODE}; "
+                                            f"choices: {', '.join(COMPILE_MODES)})")
+    group.add_argument("--batch-size", type=int_range(1, 100_000), default=None,
+                       help="slices x posterior samples (or tiles) per sampler call (default: planned from free "
+                            "device memory on CUDA, 4 on CPU)")
+
+
+def engine_config(args: argparse.Namespace) -> Any:
+    """The :class:`~scorerecon.pipelines.engine.EngineConfig` of ``--device/--seed/--precision/--compile/--batch-size``.
+
+    Refuses, as one line, a precision the device lacks (bf16/tf32 are CUDA policies).
+    """
+    from scorerecon.pipelines.device import precision_policy, resolve_device
+    from scorerecon.pipelines.engine import EngineConfig
+
+    precision = getattr(args, "precision", "auto")
+    try:
+        precision_policy(resolve_device(args.device), precision)
+    except ValueError as exc:
+        raise InputError(None, f"--precision {precision}: {exc}") from None
+    return EngineConfig(device=args.device, seed=int(getattr(args, "seed", 0) or 0), precision=precision,
+                        compile=getattr(args, "compile", None), batch_size=getattr(args, "batch_size", None),
+                        prefetch=1)

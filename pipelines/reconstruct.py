@@ -57,7 +57,16 @@ from typing import Any
 import numpy as np
 
 from scorerecon.pipelines.errors import InputError
-from scorerecon.pipelines.options import DEVICE_HELP, device, float_range, int_range, output_path, remember_defaults
+from scorerecon.pipelines.options import (
+    DEVICE_HELP,
+    add_engine_arguments,
+    device,
+    engine_config,
+    float_range,
+    int_range,
+    output_path,
+    remember_defaults,
+)
 
 
 def _select_slices(n: int, text: str | None, store: Path) -> list[int]:
@@ -340,12 +349,13 @@ def _solve(args: argparse.Namespace, problem: Any, model: Any, reconstruct: Any,
     import torch
 
     warm = {} if init is None else {"init": init, "t_start": args.t0}  # warm start (CCDF) from a baseline
+    engine = engine_config(args)  # the tile engine: planned batches, precision, compile
     with torch.no_grad():
         if args.tv_z > 0 and problem.shape[0] > 1:
             return reconstruct_volume(problem, model, args.solver, nfe=args.nfe, seed=args.seed, tv_z=args.tv_z,
-                                      n_samples=args.samples, device=args.device, **warm)
+                                      n_samples=args.samples, device=args.device, engine=engine, **warm)
         return reconstruct(problem, model, args.solver, nfe=args.nfe, seed=args.seed, n_samples=args.samples,
-                           device=args.device, **warm)
+                           device=args.device, engine=engine, **warm)
 
 
 def _solver_record(args: argparse.Namespace, rec: Any) -> dict[str, Any]:
@@ -353,7 +363,7 @@ def _solver_record(args: argparse.Namespace, rec: Any) -> dict[str, Any]:
             "seed": args.seed, "seeds": rec.seeds, "samples": args.samples, "tv_z": args.tv_z,
             "volume_mode": "2d prior + TV-z ADMM" if args.tv_z > 0 else "slice by slice",
             "warm_start": None if args.warm_start in (None, "none") else {"from": args.warm_start, "t0": args.t0},
-            "sampling_seconds": round(rec.seconds, 3)}
+            "sampling_seconds": round(rec.seconds, 3), "execution": rec.execution}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -373,6 +383,7 @@ def _run(args: argparse.Namespace) -> int:
                                f"{', '.join(task.solvers)}")
     if args.nfe is None:
         args.nfe = task.nfe
+    engine_config(args)  # a precision the device lacks is refused before any input is read
     return int(resolve(task.reconstruct)(args))
 
 
@@ -485,6 +496,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_natural(parser)
     parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=int_range(1, 1024), default=None)
+    add_engine_arguments(parser)
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=_run)

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.options import engine_config
 from scorerecon.pipelines.tasks.registry import TASKS
 
 #: views of the task registry (:mod:`scorerecon.pipelines.tasks.registry`): the default checkpoint and
@@ -109,10 +110,15 @@ def _window(array: Any, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndar
     return np.pad(block, pad, mode="symmetric") if any(p != (0, 0) for p in pad) else block
 
 
-def _engine(model: Any, device: str, seed: int, batch_size: int | None) -> Any:
+def _engine(model: Any, device: str, seed: int, batch_size: int | None, engine: Any = None) -> Any:
+    """The tile engine for a scene: ``engine`` (an EngineConfig from the command line) or the defaults."""
+    from dataclasses import replace
+
     from scorerecon.pipelines.engine import EngineConfig, TileEngine
 
-    return TileEngine(model, EngineConfig(device=device, seed=seed, batch_size=batch_size, prefetch=1))
+    config = EngineConfig(prefetch=1) if engine is None else engine
+    return TileEngine(model, replace(config, device=device, seed=seed,
+                                     batch_size=batch_size if batch_size is not None else config.batch_size))
 
 
 def _grid_shape(h: int, w: int, tile: int, overlap: float) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -124,7 +130,7 @@ def _grid_shape(h: int, w: int, tile: int, overlap: float) -> tuple[tuple[int, i
 
 def pansharpen_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, *, nfe: int = 2, samples: int = 5,
                      seed: int = 0, tile: int = 128, overlap: float = 0.25, batch_size: int | None = None,
-                     device: str = "cpu", eta: float = 0.0, phase: int | None = None
+                     device: str = "cpu", eta: float = 0.0, phase: int | None = None, engine: Any = None
                      ) -> tuple[np.ndarray, np.ndarray, Any]:
     """Sharpen ``ms`` ``(C, h, w)`` with ``pan`` ``(H, W)`` (data units, numpy or lazy) -> ``(C, H, W)``.
 
@@ -165,7 +171,7 @@ def pansharpen_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, *
     def post(batch: Any, x: torch.Tensor) -> torch.Tensor:
         return batch.data["up"] + x.float() * scale.to(x.device)[None, :, None, None]
 
-    engine = _engine(model, device, seed, batch_size)
+    engine = _engine(model, device, seed, batch_size, engine)
     result = engine.run(grids, read, sampler="ddim", nfe=nfe, postprocess=post, eta=eta, fuse=True)
     stack = torch.stack([result.outputs[g.source][:, :h, :w] for g in grids]).double()
     std = stack.std(0, unbiased=True) if samples > 1 else torch.zeros_like(stack[0])
@@ -175,7 +181,7 @@ def pansharpen_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, *
 def cloud_scene(model: Any, card_data: dict[str, Any], cloudy: Any, mask: Any, other: Any, *, nfe: int = 10,
                 samples: int = 8, seed: int = 0, tile: int = 64, overlap: float = 0.25,
                 batch_size: int | None = None, device: str = "cpu", eta: float = 1.0,
-                feather_radius: float = FEATHER_RADIUS) -> tuple[np.ndarray, np.ndarray, Any]:
+                feather_radius: float = FEATHER_RADIUS, engine: Any = None) -> tuple[np.ndarray, np.ndarray, Any]:
     """The clear scene under ``cloudy`` (reflectance ``(B, H, W)``): composited mean and its std.
 
     The other date is first radiometrically matched to ``cloudy`` on its clear pixels over the
@@ -220,7 +226,7 @@ def cloud_scene(model: Any, card_data: dict[str, Any], cloudy: Any, mask: Any, o
         v = x.float() if base is None else batch.data["base"] + x.float() / coding.residual_scale
         return (v + 1) / 2 * (hi - lo).to(x.device) + lo.to(x.device)
 
-    engine = _engine(model, device, seed, batch_size)
+    engine = _engine(model, device, seed, batch_size, engine)
     result = engine.run(grids, read, sampler="ddim", nfe=nfe, postprocess=post, eta=eta, fuse=True)
     stack = torch.stack([result.outputs[g.source][:, :h, :w] for g in grids]).double()
     std = stack.std(0, unbiased=True) if samples > 1 else torch.zeros_like(stack[0])
@@ -298,7 +304,7 @@ def _pansharpen_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[s
     ms = _select_bands(ms_ds, list(data["bands"]), args.input, groups[ms_i]).data  # lazy (band, y, x)
     fused, std, run = pansharpen_scene(model, data, ms, pan, nfe=args.nfe, samples=args.samples, seed=args.seed,
                                        tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                                       device=args.device, phase=phase[0])
+                                       device=args.device, phase=phase[0], engine=engine_config(args))
     coords["band"] = list(data["bands"])
     out = xr.Dataset({"image": (("band", "y", "x"), fused), "std": (("band", "y", "x"), std)}, coords=coords)
     out["image"].attrs["units"] = "input MS units (DN), sharpened to the pan grid (posterior mean)"
@@ -373,7 +379,7 @@ def _cloud_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, A
     samples = max(1, int(args.samples))
     mean, std, run = cloud_scene(model, model.card["data"], c, mask.astype(np.float32), o, nfe=args.nfe,
                                  samples=samples, seed=args.seed, tile=args.tile, overlap=args.overlap,
-                                 batch_size=args.batch_size, device=args.device)
+                                 batch_size=args.batch_size, device=args.device, engine=engine_config(args))
     observed = feather(mask, FEATHER_RADIUS) == 0  # outside the mask: the input's own values, bit for bit
     image = np.where(observed[None], np.asarray(cloudy.data), mean * scale).astype(np.float32)
     coords = {"band": cloudy["band"].values, "y": cloudy_ds["y"].values, "x": cloudy_ds["x"].values,
@@ -468,7 +474,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("remote sensing (pansharpen, cloud)")
     group.add_argument("--tile", type=int, default=128, help="tile edge in output pixels (multiple of 4; default 128)")
     group.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
-    group.add_argument("--batch-size", type=int, default=None, help="tiles per sampler call (default: planned)")
     group.add_argument("--pan-band", default=None, help="pansharpen: pan band name (default B08)")
     group.add_argument("--other", type=Path, default=None, help="cloud: store of another clear date, same grid")
     group.add_argument("--cloud-mask", type=Path, default=None, help="cloud: store with a cloud mask band")

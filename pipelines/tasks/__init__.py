@@ -47,8 +47,9 @@ to whole slices, reflect-padded to a multiple of the UNet's downsampling factor 
 :class:`SliceModel`, which also can fold channels into the batch (score-MRI's treatment of real
 and imaginary parts as two images under one magnitude-trained prior).
 
-Batching: :func:`run_sampler` is the one call into the sampler, so a batched GPU engine can
-replace it without touching the tasks.
+Batching: :func:`run_sampler` is the one call into the sampler; :func:`reconstruct` runs it inside
+the tile engine (:mod:`.batching`): slices and posterior samples in planned batches, the network
+under the device's precision policy (and ``torch.compile`` when asked).
 """
 
 from __future__ import annotations
@@ -230,6 +231,11 @@ class Problem:
     #: what names each batch element's random stream (:func:`sample_seeds`): e.g. the input
     #: store's z index of every slice; ``None``: its position in the batch
     slice_ids: list[int] | None = None
+    #: the same problem for a subset of its batch elements (indices may repeat: posterior samples
+    #: of one slice side by side), every batch-level decision -- intensity scale, phase model --
+    #: kept as the whole problem made it; ``None``: the batch only runs whole. What lets the tile
+    #: engine cut a volume's slices and samples into planned batches (:mod:`.batching`).
+    select: Callable[[list[int]], Problem] | None = None
 
     def spec(self, solver: str, **overrides: Any) -> dict[str, Any]:
         """The settings ``solver`` runs with on this problem."""
@@ -362,12 +368,13 @@ class Reconstruction:
     spec: dict[str, Any]
     seeds: list[list[int]]  # per posterior sample, the seed of every batch element (sample_seeds)
     samples: Tensor | None = None  # (n_samples, B, ...) physical images when n_samples > 1
+    execution: dict[str, Any] | None = None  # how the tile engine ran it (device, precision, batches)
 
 
 def reconstruct(problem: Problem, model: Any, solver: str, nfe: int = 50, seed: int = 0, n_samples: int = 1,
                 device: torch.device | str = "cpu",
                 guidance: Callable[[LinearOperator, Tensor], Guidance] | None = None,
-                init: Tensor | None = None, t_start: float | None = None,
+                init: Tensor | None = None, t_start: float | None = None, engine: Any = None,
                 **overrides: Any) -> Reconstruction:
     """Reconstruct ``problem`` with ``solver`` under ``model`` (``nfe`` network calls per sample).
 
@@ -385,34 +392,33 @@ def reconstruct(problem: Problem, model: Any, solver: str, nfe: int = 50, seed: 
     a factory called once per sample, replaces the solver's own data step (e.g.
     :class:`~.volume.TVzADMM`) while keeping its sampler settings.
     ``overrides`` change solver settings (see :data:`DEFAULT_SOLVERS`).
+
+    Execution (:mod:`.batching`): the prior runs inside a :class:`~scorerecon.pipelines.engine.TileEngine`
+    (``engine``: its :class:`~scorerecon.pipelines.engine.EngineConfig` -- precision, ``torch.compile``,
+    batch size; ``device`` always wins), under the device's precision policy (bf16 autocast on CUDA,
+    fp32 elsewhere). A problem that can be cut (:attr:`Problem.select`) runs its slices x posterior
+    samples in batches the engine's memory planner sizes; solvers and guidance factories that couple
+    the batch (``dds_tta``, TV along z) run each sample's batch whole.
     """
+    from scorerecon.pipelines.tasks.batching import prepare_engine, solve
+
     spec = problem.spec(solver, **overrides)
-    wrapped = model if isinstance(model, SliceModel) else SliceModel(model, channels_as_batch=problem.channels_as_batch)
-    y = problem.y.to(device)
+    prior = prepare_engine(model, problem, device, engine)
+    device = prior.device
     x_init = None
     if init is not None:
         if problem.from_physical is None or t_start is None:
             raise ValueError("a warm start needs t_start and a problem that maps images to the model space")
         x_init = problem.from_physical(torch.as_tensor(init)).to(device)
-    states, images, seeds = [], [], []  # seeds: per sample, the seed of every batch element
-    nfe_used = 0
     start = time.perf_counter()
-    for k in range(int(n_samples)):
-        g = make_guidance(solver, problem.operator, y, spec, wrapped.model) if guidance is None \
-            else guidance(problem.operator, y)
-        net = wrapped  # test-time adaptation samples with its own adapted copy of the prior
-        if isinstance(g, TestTimeAdaptation):
-            net = SliceModel(g.model, wrapped.multiple, wrapped.channels_as_batch)
-        streams = sample_seeds(problem, seed, k)
-        result = run_sampler(net, problem.shape, spec, g, nfe, streams, device, x_init, t_start)
-        states.append(result.x)
-        images.append(problem.to_physical(result.x))
-        seeds.append(streams)
-        nfe_used = result.nfe
+    states, seeds, nfe_used, execution = solve(problem, prior, solver, spec, nfe, seed, int(n_samples), guidance,
+                                               x_init, t_start)
+    images = [problem.to_physical(x) for x in states]
     seconds = time.perf_counter() - start
     if n_samples == 1:
-        return Reconstruction(states[0], images[0], None, nfe_used, seconds, solver, spec, seeds)
+        return Reconstruction(states[0], images[0], None, nfe_used, seconds, solver, spec, seeds, execution=execution)
     stack = torch.stack(images)
     mean_state = torch.stack(states).mean(0)
     std = stack.abs().std(dim=0)
-    return Reconstruction(mean_state, stack.mean(0), std, nfe_used, seconds, solver, spec, seeds, samples=stack)
+    return Reconstruction(mean_state, stack.mean(0), std, nfe_used, seconds, solver, spec, seeds, samples=stack,
+                          execution=execution)

@@ -23,6 +23,7 @@ at one view per degree (:func:`ct_geometry`).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -149,8 +150,14 @@ def ct_problem(sinogram: Tensor, geometry: ParallelBeamGeometry, pixel_size_mm: 
             hu = resample_centred(hu, (n, n), (pixel_size_mm,) * 2, (pixel, pixel))
         return (hu - b_h) / a_h
 
-    return Problem(ModelSpaceOperator(op, scale=c, dagger_iter=dagger_iter), y_model, shape, to_physical, info,
-                   solver_defaults=CT_SOLVER_DEFAULTS, from_physical=from_physical)
+    problem = Problem(ModelSpaceOperator(op, scale=c, dagger_iter=dagger_iter), y_model, shape, to_physical, info,
+                      solver_defaults=CT_SOLVER_DEFAULTS, from_physical=from_physical)
+
+    def select(index: list[int]) -> Problem:  # the projector and the HU map are shared by every slice
+        return replace(problem, y=y_model[index], shape=(len(index), *shape[1:]), slice_ids=None, select=None)
+
+    problem.select = select
+    return problem
 
 
 def reconstruct_ct(sinogram: Tensor, geometry: ParallelBeamGeometry, pixel_size_mm: float, model: Any,

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -270,7 +271,49 @@ def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sen
     ``grid`` ``(H', W')``: reconstruct on that matrix over the same field of view (the prior's pixel
     size, :func:`~scorerecon.pipelines.tasks.grid.reconstruction_grid`); images in and out of the
     problem stay on the input's grid.
+
+    The problem can be cut (:attr:`~scorerecon.pipelines.tasks.Problem.select`): a subset of its
+    slices is the same problem built on those slices with this batch's intensity scale and phase
+    model, so a slice's result does not depend on the batch it runs in.
     """
+    problem = _mri_problem(kspace, mask, normalization, sens_maps, complex_mode, phase, intensity, grid)
+    problem.select = _slice_selector(torch.as_tensor(kspace), mask, problem, sens_maps, complex_mode, phase, grid)
+    return problem
+
+
+def _slice_selector(kspace: Tensor, mask: Tensor, problem: Problem, sens_maps: Tensor | None, complex_mode: str,
+                    phase: str | Tensor | None, grid: tuple[int, int] | None) -> Callable[[list[int]], Problem]:
+    """:attr:`Problem.select` of an MRI problem: its slices rebuilt with the batch's resolved decisions."""
+    kspace = kspace.unsqueeze(0) if kspace.ndim == 3 else kspace
+    b = int(kspace.shape[0])
+    norm = problem.info["normalization"]
+    fixed = {"method": "fixed", "values": list(norm["values"]), "range": list(norm["range"])}
+    described = str(problem.info.get("phase", ""))
+
+    def per_slice(value: Any) -> Callable[[list[int]], Any]:  # batch tensors are indexed, shared ones kept
+        if isinstance(value, Tensor) and value.ndim == 4 and value.shape[0] == b and b > 1:
+            return lambda index: value[index]
+        return lambda index: value
+
+    if isinstance(phase, Tensor):
+        phase_of = per_slice(torch.as_tensor(phase).reshape(-1, 1, *phase.shape[-2:]))
+    else:  # "auto" was decided on the whole batch: keep its decision
+        resolved = "acs" if described.startswith("low-resolution") else None
+        phase_of = per_slice(resolved)
+    maps_of = per_slice(None if sens_maps is None else torch.as_tensor(sens_maps))
+    mask_of = per_slice(torch.as_tensor(mask))
+
+    def select(index: list[int]) -> Problem:
+        return _mri_problem(kspace[index], mask_of(index), fixed, maps_of(index), complex_mode, phase_of(index),
+                            "card", grid)
+
+    return select
+
+
+def _mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sens_maps: Tensor | None,
+                 complex_mode: str, phase: str | Tensor | None, intensity: str | None,
+                 grid: tuple[int, int] | None) -> Problem:
+    """:func:`mri_problem` without the selector."""
     kspace = torch.as_tensor(kspace)
     if kspace.ndim == 3:
         kspace = kspace.unsqueeze(0)
@@ -377,7 +420,7 @@ def _resampled_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, An
     maps = None if sens_maps is None else fourier_resample(torch.as_tensor(sens_maps), grid)
     if isinstance(phase, Tensor):
         phase = torch.angle(fourier_resample(torch.exp(1j * phase.reshape(-1, 1, h, w)), grid))
-    inner = mri_problem(k_grid, m_grid, normalization, maps, complex_mode, phase, intensity)
+    inner = _mri_problem(k_grid, m_grid, normalization, maps, complex_mode, phase, intensity, None)
     aside = kspace * (1.0 - band)  # measured lines the grid does not hold (a crop); nothing for a pad
     native_maps = None if sens_maps is None else torch.as_tensor(sens_maps).to(torch.complex64).reshape(-1, c, h, w)
 

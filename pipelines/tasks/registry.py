@@ -203,7 +203,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
         metric_fn="scorerecon.modalities.optical.metrics:pansharpen_reduced",
         convention=PANSHARPEN_CONVENTION, nfe=2, samples=5,
         evaluate=_REMOTE_EVALUATE, reconstruct=_REMOTE_RECONSTRUCT,
-        options=("--ms", "--pan", "--ratio", "--crop", "--pan-band", "--tile", "--overlap", "--batch-size"),
+        options=("--ms", "--pan", "--ratio", "--crop", "--pan-band", "--tile", "--overlap"),
         reconstruct_input="an ingested pan + MS product (groups res_15m, res_30m)"),
     Task(
         name="cloud", modality="optical",
@@ -219,7 +219,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
         convention=CLOUD_CONVENTION, nfe=10, samples=8,
         evaluate=_REMOTE_EVALUATE, reconstruct=_REMOTE_RECONSTRUCT,
         options=("--clear", "--cloudy", "--mask", "--other", "--cloud-mask", "--reflectance-scale", "--tile",
-                 "--overlap", "--batch-size"),
+                 "--overlap"),
         reconstruct_input="a 13-band Sentinel-2 store of the cloudy date (--other: a clear date of the same grid)"),
     _natural("sr", "super-resolution: a bicubic-downsampled photograph -> x2 / x4 its size", "BicubicDown",
              (*_ZERO_SHOT, "cond_sr"), "ddrm", 20, ("--scale", "--crop"), cond="kodak_sr4"),
