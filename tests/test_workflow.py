@@ -183,3 +183,26 @@ def test_config_files_have_no_duplicate_keys() -> None:
     assert len(files) > 3
     for path in files:
         yaml.load(path.read_text(), Loader=StrictLoader)
+
+
+def test_config_engine_requests_gpus_and_passes_engine_options(tmp_path: Path) -> None:
+    """`engine: {gpus, precision, batch_size}` in a workflow config: reconstruct/evaluate jobs ask for the GPU (the
+    resource the SLURM executor turns into --gpus) and their commands carry the engine options."""
+    config = {**DEMO, "engine": {"gpus": 1, "precision": "bf16", "batch_size": 8}}
+    path = tmp_path / "gpu.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = DEMO["outdir"]
+    result = run_snakemake("-n", "-p", "--nolock", "--cores", "2", "--forceall", f"{out}/recon/ct.zarr",
+                           f"{out}/eval/mri.json", "--configfile", str(path), cwd=REPO, timeout_s=180)
+    assert result.returncode == 0, tail(result.stdout)
+    jobs = result.stdout.split("\nrule ")
+    for rule in ("reconstruct_ct", "evaluate"):
+        job = next(j for j in jobs if j.startswith(rule + ":"))
+        assert re.search(r"resources: .*\bgpu=1\b", job), job
+        assert "--precision bf16 --batch-size 8" in job, job
+    ingest = next(j for j in jobs if j.startswith("ingest:"))
+    assert "gpu=" not in ingest  # only the jobs that run a prior ask for a GPU
+    default = run_snakemake("-n", "-p", "--nolock", "--cores", "2", "--forceall", f"{out}/recon/ct.zarr",
+                            cwd=REPO, timeout_s=180)
+    job = next(j for j in default.stdout.split("\nrule ") if j.startswith("reconstruct_ct:"))
+    assert re.search(r"\bgpu=0\b", job) and "--precision" not in job

@@ -151,6 +151,25 @@ def training_sources(config_path):
     return inputs
 
 
+# --- the engine and GPUs (config `engine`): every reconstruct / evaluate / sample job ---
+ENGINE = config.get("engine", {})
+#: GPUs each reconstruct/evaluate/sample job requests as the resource `gpu` (the SLURM executor
+#: turns it into --gpus; 0 = CPU jobs); the commands run on the GPU they get (--device auto)
+GPUS = int(ENGINE.get("gpus", 0))
+
+
+def engine_options():
+    """`--precision/--compile/--batch-size` from the config's engine section ('' for the defaults)."""
+    words = []
+    if ENGINE.get("precision", "auto") != "auto":
+        words += ["--precision", ENGINE["precision"]]
+    if ENGINE.get("compile"):
+        words += ["--compile", ENGINE["compile"]]
+    if ENGINE.get("batch_size"):
+        words += ["--batch-size", str(ENGINE["batch_size"])]
+    return " ".join(words)
+
+
 # --- reconstruct / evaluate (workflows/reconstruct.smk) ---
 def task_opt(section, task, key, flag=None):
     """`--flag value` for a configured key (lists joined by commas), or '' when it is absent."""

@@ -22,6 +22,7 @@ rule evaluate:
     wildcard_constraints:
         task="|".join(TASKS),
     params:
+        engine=engine_options(),
         inputs=evaluate_args,
         opts=evaluate_options,
     conda:
@@ -34,7 +35,8 @@ rule evaluate:
         mem_mb=3000,
         runtime=30,
         cpus_per_task=2,
+        gpu=GPUS,
     threads: 2
     shell:
-        "scorerecon evaluate --task {wildcards.task} {params.inputs} {params.opts} --threads {threads} "
-        "--json {output.json:q} --images {output.images:q} > {log:q} 2>&1"
+        "scorerecon evaluate --task {wildcards.task} {params.inputs} {params.opts} {params.engine} "
+        "--threads {threads} --json {output.json:q} --images {output.images:q} > {log:q} 2>&1"

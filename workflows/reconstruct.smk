@@ -15,6 +15,7 @@ rule reconstruct_mri:
     output:
         directory(f"{OUT}/recon/mri.zarr"),
     params:
+        engine=engine_options(),
         ckpt=lambda wc: task_ckpt("reconstruct", "mri"),
         opts=lambda wc: " ".join(task_opt("reconstruct", "mri", k) for k in
                                  ("solver", "nfe", "seed", "samples", "slices", "mask", "accel", "complex_mode",
@@ -29,10 +30,11 @@ rule reconstruct_mri:
         mem_mb=3000,
         runtime=30,
         cpus_per_task=2,
+        gpu=GPUS,
     threads: 2
     shell:
         "scorerecon reconstruct --task mri --input {input.store:q} --checkpoint {params.ckpt:q} {params.opts} "
-        "--threads {threads} -o {output:q} --overwrite > {log:q} 2>&1"
+        "{params.engine} --threads {threads} -o {output:q} --overwrite > {log:q} 2>&1"
 
 
 rule reconstruct_ct:
@@ -43,6 +45,7 @@ rule reconstruct_ct:
     output:
         directory(f"{OUT}/recon/ct.zarr"),
     params:
+        engine=engine_options(),
         ckpt=lambda wc: task_ckpt("reconstruct", "ct"),
         opts=lambda wc: " ".join(task_opt("reconstruct", "ct", k) for k in
                                  ("solver", "nfe", "seed", "samples", "slices", "views", "arc", "crop",
@@ -57,7 +60,8 @@ rule reconstruct_ct:
         mem_mb=3000,
         runtime=30,
         cpus_per_task=2,
+        gpu=GPUS,
     threads: 2
     shell:
         "scorerecon reconstruct --task ct --input {input.store:q} --checkpoint {params.ckpt:q} {params.opts} "
-        "--threads {threads} -o {output:q} --overwrite > {log:q} 2>&1"
+        "{params.engine} --threads {threads} -o {output:q} --overwrite > {log:q} 2>&1"

@@ -18,6 +18,7 @@ rule reconstruct_pansharpen:
         store=directory(f"{OUT}/recon/pansharpen.zarr"),
         cog=f"{OUT}/recon/pansharpen.tif",
     params:
+        engine=engine_options(),
         ckpt=lambda wc: task_ckpt("reconstruct", "pansharpen"),
         opts=lambda wc: " ".join(task_opt("reconstruct", "pansharpen", k) for k in
                                  ("nfe", "samples", "seed", "tile", "overlap")),
@@ -31,8 +32,9 @@ rule reconstruct_pansharpen:
         mem_mb=4000,
         runtime=30,
         cpus_per_task=2,
+        gpu=GPUS,
     threads: 2
     shell:
         "(scorerecon reconstruct --task pansharpen --input {input.store:q} --checkpoint {params.ckpt:q} "
-        "{params.opts} --threads {threads} -o {output.store:q} --overwrite && "
+        "{params.opts} {params.engine} --threads {threads} -o {output.store:q} --overwrite && "
         "scorerecon export {output.store:q} --format geotiff -o {output.cog:q}) > {log:q} 2>&1"

@@ -19,6 +19,7 @@ rule sample:
         mem_mb=4000,
         runtime=30,
         cpus_per_task=2,
+        gpu=GPUS,
     threads: 2
     shell:
         "scorerecon sample checkpoints/{wildcards.ckpt} --n {params.n} --nfe {params.nfe} "
