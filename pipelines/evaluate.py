@@ -523,6 +523,7 @@ def _run(args: argparse.Namespace) -> int:
     from scorerecon.models.checkpoint import atomic_write_json
 
     refuse_foreign_options(args.task, given_options(args))
+    engine_config(args)  # a precision the device lacks is refused before any input is read
     if args.threads:
         torch.set_num_threads(args.threads)
     log = None if args.quiet else (lambda msg: print(f"  {msg}", flush=True))

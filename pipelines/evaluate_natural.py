@@ -49,6 +49,7 @@ from scorerecon.modalities.natural import degradations as deg
 from scorerecon.modalities.natural.baselines import BASELINES, run_baseline
 from scorerecon.modalities.natural.datasets import load_rgb, lowlight_condition
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.options import engine_config
 from scorerecon.pipelines.tasks.registry import NATURAL_CONVENTION
 from scorerecon.pipelines.tasks.registry import TASKS as REGISTRY
 
@@ -135,7 +136,8 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
                      checkpoint: str | None = None, solvers: list[str] | None = None,
                      baselines: list[str] | None = None, device: str = "cpu", log: Any = None,
                      keep_images: bool = False, samples: int = 1, start: str | None = None,
-                     cond_checkpoint: str | None = None, cond_samples: int = COND_SAMPLES) -> dict[str, Any]:
+                     cond_checkpoint: str | None = None, cond_samples: int = COND_SAMPLES,
+                     engine: Any = None) -> dict[str, Any]:
     """Run the task's baselines and diffusion methods on ``inputs``; returns the result dict.
 
     ``samples > 1``: the zero-shot solvers return the mean of that many posterior samples
@@ -241,7 +243,7 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
                     if task == "denoise" and start == "prior":
                         label = label.replace(name, f"{name}_prior_start", 1)
                 rec = restore_zero_shot(problem, models["prior"], name, nfe=nfe, seed=seed + k, device=device,
-                                        n_samples=n, **how)
+                                        n_samples=n, engine=engine, **how)
                 settings[label] = {**rec.spec, "samples_averaged": n}
                 outputs[label] = (_hwc(rec.image), rec.nfe * n, rec.seconds)
         if cond_name in chosen:
@@ -252,7 +254,7 @@ def evaluate_natural(task: str, inputs: list[Path], *, nfe: int | None = None, s
                 cond = deg.bicubic_resize(y, tuple(clean.shape[-2:])).float()
             est, n, secs = restore_conditional(models["cond"], cond,
                                                nfe=nfe, seed=seed + k, n_samples=cond_samples, eta=COND_ETA,
-                                               device=device)
+                                               device=device, engine=engine)
             label = cond_name if cond_samples == COND_SAMPLES else (
                 f"{cond_name}_1" if cond_samples == 1 else f"{cond_name}_mean{cond_samples}")
             settings[label] = {"sampler": "ddim", "eta": COND_ETA, "samples_averaged": cond_samples,
@@ -300,7 +302,8 @@ def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     result = evaluate_natural(args.task, list(args.input or []), nfe=args.nfe, seed=args.seed, scale=args.scale,
                               sigma=args.sigma, kernel=args.kernel, mask=args.mask or "box", crop=args.crop,
                               checkpoint=args.checkpoint, solvers=_csv(args.solvers), baselines=_csv(args.baselines),
-                              device=args.device, log=log, samples=args.samples or 1, keep_images=pictures)
+                              device=args.device, log=log, samples=args.samples or 1, keep_images=pictures,
+                              engine=engine_config(args))
     if pictures:
         from scorerecon.pipelines.panels import natural_panels
 

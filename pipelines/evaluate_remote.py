@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from scorerecon.pipelines.errors import InputError
+from scorerecon.pipelines.options import engine_config
 from scorerecon.pipelines.reconstruct_remote import DEFAULT_SAMPLING
 from scorerecon.pipelines.tasks.registry import TASKS
 
@@ -135,7 +136,7 @@ def _holdout_columns(card: dict[str, Any], grid: dict[str, Any] | None, shape: t
 def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int, *, checkpoint: str | None = None,
                         nfe: int = 2, samples: int = 5, seed: int = 0, baselines: list[str] | None = None,
                         crop: int | None = None, full_resolution: bool = True, device: str = "cpu",
-                        log: Any = None) -> dict[str, Any]:
+                        log: Any = None, engine: Any = None) -> dict[str, Any]:
     """Baselines and the diffusion model on the held-out area; the result dict of ``evaluate``."""
     import torch
 
@@ -242,7 +243,7 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
         with torch.no_grad():
             start = time.perf_counter()
             fused, std, run = pansharpen_scene(model, card["data"], ms_low, pan_low, nfe=nfe, samples=samples,
-                                               seed=seed, device=device, phase=phase)
+                                               seed=seed, device=device, phase=phase, engine=engine)
             secs = time.perf_counter() - start
         methods["diffusion"] = _entry("diffusion", pansharpen_reduced(ref, fused, ratio), run.nfe * samples, secs)
         fused_all["diffusion"] = fused
@@ -256,7 +257,7 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
         if note is None:
             with torch.no_grad():
                 out, _, _ = pansharpen_scene(model, card["data"], ref, pan_full, nfe=nfe, samples=samples, seed=seed,
-                                             device=device, phase=phase)
+                                             device=device, phase=phase, engine=engine)
             methods["diffusion"].update({k: round(v, 6) for k, v in qnr(out, ref, pan_full, pan_lr).items()})
     result = {"task": "pansharpen", "convention": CONVENTIONS["pansharpen"], "params": params,
               "methods": methods, "_primary": "ergas"}
@@ -298,7 +299,8 @@ def _load_pairs(clear_path: Path, cloudy_path: Path, mask_path: Path | None
 
 def evaluate_cloud(clear_path: Path, cloudy_path: Path, mask_path: Path | None, *, checkpoint: str | None = None,
                    nfe: int = 10, samples: int = 8, seed: int = 0, baselines: list[str] | None = None,
-                   device: str = "cpu", log: Any = None, other_dates: list[int] | None = None) -> dict[str, Any]:
+                   device: str = "cpu", log: Any = None, other_dates: list[int] | None = None,
+                   engine: Any = None) -> dict[str, Any]:
     """Baselines and the diffusion model's posterior on every date of the stacks (held-out columns).
 
     Date ``t`` is restored with clear date ``other_dates[t]`` of the stack as the other date
@@ -364,7 +366,7 @@ def evaluate_cloud(clear_path: Path, cloudy_path: Path, mask_path: Path | None, 
         start = time.perf_counter()
         with torch.no_grad():
             mean, std, run = cloud_scene(model, card["data"], inputs[t], mask.astype(np.float32), other, nfe=nfe,
-                                         samples=samples, seed=seed + t, device=device)
+                                         samples=samples, seed=seed + t, device=device, engine=engine)
         secs["diffusion"] = secs.get("diffusion", 0.0) + time.perf_counter() - start
         nfe_used = run.nfe
         m = cloud_metrics(scenes[t], mean, mask)
@@ -463,7 +465,7 @@ def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         ratio = 2 if args.ratio is None else int(args.ratio)
         result = evaluate_pansharpen(list(args.ms), args.pan, ratio, checkpoint=args.checkpoint, nfe=nfe,
                                      samples=samples, seed=args.seed, baselines=_csv(args.baselines), crop=args.crop,
-                                     device=args.device, log=log)
+                                     device=args.device, log=log, engine=engine_config(args))
         arrays = result.pop("_arrays")
         if getattr(args, "images", None) is not None:  # --images: the report's picture set
             from scorerecon.pipelines.panels import pansharpen_panels
@@ -475,4 +477,4 @@ def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     mask = Path(args.mask) if args.mask else None
     return evaluate_cloud(args.clear, args.cloudy, mask, checkpoint=args.checkpoint, nfe=nfe,
                           samples=samples, seed=args.seed,
-                          baselines=_csv(args.baselines), device=args.device, log=log)
+                          baselines=_csv(args.baselines), device=args.device, log=log, engine=engine_config(args))

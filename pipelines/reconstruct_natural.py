@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from scorerecon.pipelines.errors import InputError
-from scorerecon.pipelines.options import float_range
+from scorerecon.pipelines.options import engine_config, float_range
 
 __all__ = ["add_arguments", "edge_taper", "read_photo", "run_natural"]
 
@@ -234,13 +234,13 @@ def _zero_shot(args: argparse.Namespace, model: Any, rgb: np.ndarray, alpha: np.
     how = {"start": "measurement"} if task == "denoise" and args.solver in ("ddrm", "prox", "dps") else {}
     with torch.no_grad():
         rec = restore_zero_shot(problem, model, args.solver, nfe=args.nfe, seed=args.seed, device=args.device,
-                                n_samples=args.samples, **how)
+                                n_samples=args.samples, engine=engine_config(args), **how)
     mean, std = rec.image.detach().cpu(), None if rec.std is None else rec.std.detach().cpu()
     if crop is not None:
         mean = mean[..., crop[0], crop[1]]
         std = None if std is None else std[..., crop[0], crop[1]]
     info.update(solver=args.solver, solver_settings=rec.spec, nfe=rec.nfe, seeds=rec.seeds,
-                sampling_seconds=round(rec.seconds, 3))
+                sampling_seconds=round(rec.seconds, 3), execution=rec.execution)
     return mean, std, info
 
 
@@ -275,7 +275,7 @@ def _conditional(args: argparse.Namespace, model: Any, rgb: np.ndarray) -> tuple
     with torch.no_grad():
         for k in range(args.samples):
             est, nfe, secs = restore_conditional(model, cond, nfe=args.nfe, seed=args.seed + k, n_samples=1,
-                                                 eta=COND_ETA, device=args.device)
+                                                 eta=COND_ETA, device=args.device, engine=engine_config(args))
             draws.append(est[..., :size[0], :size[1]])
             seconds += secs
     stack = torch.stack(draws)

@@ -150,3 +150,24 @@ def test_reconstruct_cli_engine_options(tmp_path: Path, capsys: pytest.CaptureFi
     assert not (tmp_path / "bf16.zarr").exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--precision bf16" in err[0] and "CUDA" in err[0]
+
+
+def test_natural_reconstruct_runs_in_the_engine_and_reads_its_options(tmp_path: Path) -> None:
+    """A photograph's zero-shot restoration: the record says how the engine ran it; bf16 on a CPU is refused."""
+    _need(REPO / "checkpoints" / "kodak_prior", DEMO / "kodim23.png")
+    from PIL import Image
+
+    from scorerecon.modalities.io.store import attrs_json, open_store
+
+    photo = tmp_path / "small.png"
+    Image.open(DEMO / "kodim23.png").convert("RGB").crop((200, 150, 264, 214)).save(photo)
+    args = ["reconstruct", "--task", "deblur", "--input", str(photo), "--solver", "prox", "--nfe", "2",
+            "--threads", "1", "--quiet", "--device", "cpu"]
+    assert main([*args, "-o", str(tmp_path / "out.zarr"), "--batch-size", "2"]) == 0
+    record = attrs_json(open_store(tmp_path / "out.zarr"), "reconstruction") or {}
+    run = record["execution"]
+    assert run["engine"] == "TileEngine" and run["device"] == "cpu" and run["precision"] == "fp32"
+    assert main([*args, "-o", str(tmp_path / "bf16.zarr"), "--precision", "bf16"]) == 2
+    assert not (tmp_path / "bf16.zarr").exists()
+    assert main(["evaluate", "--task", "sr", "--input", str(photo), "--precision", "tf32", "--device", "cpu",
+                 "--quiet"]) == 2

@@ -267,8 +267,8 @@ class MeasurementStart(SliceModel):
         return super().predict(x, t, cond)
 
 
-def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "cpu", ensemble: int = 1
-                    ) -> Reconstruction:
+def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "cpu", ensemble: int = 1,
+                    engine: Any = None) -> Reconstruction:
     """MMSE denoising (identity operator only): ``x0_hat(alpha_t y, t)`` with ``sigma_t / alpha_t = sigma_y``.
 
     One NFE; ``ensemble = 8`` averages the estimates over the 8 flips / rotations of the input
@@ -280,9 +280,12 @@ def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "
     sigma_y = float(problem.info["noise_std_model"])
     if sigma_y <= 0:
         raise ValueError("Tweedie denoising needs a noisy measurement (sigma > 0)")
-    sde = model.sde
+    from scorerecon.pipelines.tasks.batching import prepare_engine
+
+    prior = prepare_engine(model, problem, device, engine)  # the prior as the tile engine runs it
+    wrapped, device = prior.net, prior.device
+    sde = wrapped.sde
     t = torch.full((problem.shape[0],), measurement_time(sde, sigma_y), dtype=torch.float32, device=device)
-    wrapped = model if isinstance(model, SliceModel) else SliceModel(model)
     start = time.perf_counter()
     with torch.no_grad():
         x_t = _b(sde.alpha(t), problem.y) * problem.y.to(device, torch.float32)
@@ -295,7 +298,8 @@ def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "
 
 def restore_zero_shot(problem: Problem, model: Any, solver: str, nfe: int = 20, seed: int = 0,
                       device: torch.device | str = "cpu", n_samples: int = 1, start: str = "prior",
-                      init: Tensor | None = None, t_start: float | None = None, **overrides: Any) -> Reconstruction:
+                      init: Tensor | None = None, t_start: float | None = None, engine: Any = None,
+                      **overrides: Any) -> Reconstruction:
     """Run one of :data:`NATURAL_SOLVERS` on ``problem`` under the unconditional ``model``.
 
     ``n_samples > 1`` returns the mean of that many posterior samples (one noise stream per image
@@ -303,10 +307,11 @@ def restore_zero_shot(problem: Problem, model: Any, solver: str, nfe: int = 20, 
     Monte-Carlo posterior mean, which PSNR rewards over one sample.
     ``start`` (:data:`STARTS`) or ``init`` + ``t_start`` choose where the reverse process starts
     (module docstring); ``sdedit`` always starts at the measurement. The returned ``spec`` records
-    the start and its time.
+    the start and its time. ``engine``: the tile engine's options
+    (:class:`~scorerecon.pipelines.engine.EngineConfig`), as for every task.
     """
     if solver in ("tweedie", "tweedie_x8"):
-        return tweedie_denoise(problem, model, device, ensemble=8 if solver == "tweedie_x8" else 1)
+        return tweedie_denoise(problem, model, device, ensemble=8 if solver == "tweedie_x8" else 1, engine=engine)
     if solver not in NATURAL_SOLVERS:
         raise ValueError(f"unknown natural-image solver {solver!r}; expected one of {list(NATURAL_SOLVERS)}")
     if start not in STARTS:
@@ -326,42 +331,50 @@ def restore_zero_shot(problem: Problem, model: Any, solver: str, nfe: int = 20, 
         start_info = {"start": "init" if init is not None else "prior", "t_start": t_start if init is not None else 1.0}
     if solver == "sdedit":
         eta = float(overrides.pop("eta", 0.0))
-        rec = _reconstruct(problem, net, "dc", nfe=nfe, seed=seed, device=device, eta=eta, n_samples=n_samples,
-                           guidance=lambda op, y: Guidance())
+        rec = _reconstruct(problem, net, "dc", nfe=nfe, seed=seed, device=device, engine=engine, eta=eta,
+                           n_samples=n_samples, guidance=lambda op, y: Guidance())
         rec.solver, rec.spec = "sdedit", {"sampler": "ddim", "eta": eta}
     elif solver == "ddrm":
         spec = {**problem.info.get("ddrm", NATURAL_SOLVER_DEFAULTS["ddrm"]), **overrides}
-        rec = _reconstruct(problem, net, "dc", nfe=nfe, seed=seed, device=device, eta=spec["eta"],
+        rec = _reconstruct(problem, net, "dc", nfe=nfe, seed=seed, device=device, engine=engine, eta=spec["eta"],
                            n_samples=n_samples, **warm,
                            guidance=lambda op, y: DDRMGuidance(op, y, sigma_y, spec["eta"], spec["eta_b"]))
         rec.solver, rec.spec = "ddrm", spec
     elif solver == "prox":
         lam = overrides.pop("lam", problem.spec("prox")["lam"])
         if sigma_y > 0:  # DiffPIR's noise-aware rho_t
-            rec = _reconstruct(problem, net, "prox", nfe=nfe, seed=seed, device=device, lam=lam, n_samples=n_samples,
-                               guidance=lambda op, y: ProximalDataStep(op, y, lam=lam, noise_std=sigma_y), **warm,
-                               **overrides)
+            rec = _reconstruct(problem, net, "prox", nfe=nfe, seed=seed, device=device, engine=engine, lam=lam,
+                               n_samples=n_samples, **warm, **overrides,
+                               guidance=lambda op, y: ProximalDataStep(op, y, lam=lam, noise_std=sigma_y))
         else:
-            rec = _reconstruct(problem, net, "prox", nfe=nfe, seed=seed, device=device, lam=lam,
+            rec = _reconstruct(problem, net, "prox", nfe=nfe, seed=seed, device=device, engine=engine, lam=lam,
                                n_samples=n_samples, **warm, **overrides)
     else:
-        rec = _reconstruct(problem, net, "dps", nfe=nfe, seed=seed, device=device, n_samples=n_samples, **warm,
-                           **overrides)
+        rec = _reconstruct(problem, net, "dps", nfe=nfe, seed=seed, device=device, engine=engine,
+                           n_samples=n_samples, **warm, **overrides)
     rec.spec = {**rec.spec, **start_info}
     return rec
 
 
 def restore_conditional(model: Any, cond: Tensor, nfe: int = 10, seed: int = 0, n_samples: int = 4,
-                        eta: float = 0.0, device: torch.device | str = "cpu") -> tuple[Tensor, int, float]:
+                        eta: float = 0.0, device: torch.device | str = "cpu",
+                        engine: Any = None) -> tuple[Tensor, int, float]:
     """Mean of ``n_samples`` DDIM samples of a conditional model given ``cond`` (RGB in ``[0, 1]``).
 
     Returns ``(image in [0, 1] scale (B, 3, H, W), NFE per sample, seconds)``; the samples ride in
-    one batch with per-sample seeds ``seed + k``.
+    one batch with per-sample seeds ``seed + k``, the prior as the tile engine prepares it (``engine``:
+    its :class:`~scorerecon.pipelines.engine.EngineConfig`; precision, compile).
     """
+    from dataclasses import replace
+
+    from scorerecon.pipelines.engine import EngineConfig, TileEngine
+
+    prepared = TileEngine(model, replace(engine or EngineConfig(), device=device))
+    device = prepared.device
     a, b = affine_from_normalization(model.card["data"]["normalization"])
     bsz = cond.shape[0]
     cond_m = ((cond - b) / a).float().repeat(n_samples, 1, 1, 1).to(device)
-    wrapped = SliceModel(model, multiple=1)
+    wrapped = SliceModel(prepared.model, multiple=1)
     mult = (2 ** (len(model.card["network"]["channels"]) - 1))
     if any(s % mult for s in cond.shape[-2:]):
         raise ValueError(f"conditional sampling needs image sides divisible by {mult}, got {tuple(cond.shape[-2:])}")
