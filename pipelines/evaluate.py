@@ -317,8 +317,8 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
         # images (score-MRI) rather than give the real-image model an oracle phase the CS baselines lack
         problem = mri_problem(kspace, kmask, model.card["data"]["normalization"], maps,
                               complex_mode="real" if coils == 1 else "channels", phase=None,
-                              grid=tuple(grid["shape"]) if grid["resampled"] else None)
-        params["complex_handling"] = problem.info
+                              grid=tuple(grid["shape"]) if grid["resampled"] else None, noise=0.0)
+        params["complex_handling"] = problem.info  # noise 0: k-space simulated noise-free from the reference
     else:
         from scorerecon.pipelines.tasks import reconstruct
         from scorerecon.pipelines.tasks.ct import CT_BASELINES, ct_baselines, ct_geometry, ct_problem, simulate_sinogram

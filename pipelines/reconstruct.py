@@ -247,7 +247,8 @@ def _mri(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray |
     info["grid"] = plan_grid(model.card, (h, w), geometry_pixel_mm(geometry.attrs), not args.no_resample)
     problem = mri_problem(kspace, mask, normalization, maps, args.complex_mode, phase=phase,
                           intensity="card" if intensity == "auto" else intensity,
-                          grid=tuple(info["grid"]["shape"]) if info["grid"]["resampled"] else None)
+                          grid=tuple(info["grid"]["shape"]) if info["grid"]["resampled"] else None,
+                          noise="estimate" if "kspace" in ds.data_vars else 0.0)  # measured vs simulated
     problem.slice_ids = slices  # each slice's noise stream is named by its z index in the input
     if intensity == "auto":
         problem.info.update(intensity="auto", intensity_from="the whole input volume (reconstruct)")

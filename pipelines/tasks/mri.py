@@ -53,6 +53,7 @@ import torch
 
 from scorerecon.modalities.mri.baselines import l1_wavelet_recon, tv_recon, zero_filled
 from scorerecon.modalities.mri.masks import acceleration_of, default_center_fraction, make_mask
+from scorerecon.modalities.mri.noise import kspace_noise_std
 from scorerecon.modalities.mri.operators import (
     CartesianMRI,
     MulticoilMRI,
@@ -67,6 +68,7 @@ from scorerecon.pipelines.tasks import (
     Reconstruction,
     affine_from_normalization,
     intensity_mode,
+    solver_spec,
 )
 from scorerecon.pipelines.tasks import reconstruct as _reconstruct
 
@@ -256,9 +258,35 @@ def _auto_normalization(kspace: Tensor, sens_maps: Tensor | None, normalization:
             "percentile": q * 100.0, "of": "zero-filled magnitude of the input"}
 
 
+#: The DDS data-step weight on noisy measured k-space: ``lam = max(1e-2, NOISE_WEIGHT * sigma^2)``
+#: with ``sigma`` the k-space noise std in model units (:func:`noise_weighted_defaults`). Chosen on
+#: TRAINING data only (benchmarks/noise_weight.py: Colin27 training slices z = 60, 120 with complex
+#: Gaussian noise added at three levels, R = 3): see docs/medical.md, "Noisy measured k-space".
+NOISE_WEIGHT = 100.0
+
+
+def noise_weighted_defaults(sigma_model: float, weight: float | None = None
+                            ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """DDS's data-step weight for measurement noise ``sigma_model`` (per k-space component, model units).
+
+    DDS solves ``min ||A x - y||^2 + lam ||x - x0_hat||^2``; as a MAP step that is ``lam = sigma^2 /
+    tau^2`` with ``tau`` the error of the prior's estimate, so noisy data must pull less:
+    ``lam = max(lam_default, weight * sigma^2)`` (``weight = 1 / tau^2``, :data:`NOISE_WEIGHT`). Noise-free
+    (simulated) k-space keeps the default. Returns ``(solver_defaults, info)``.
+    """
+    weight = NOISE_WEIGHT if weight is None else float(weight)
+    base = float(solver_spec("dds")["lam"])
+    lam = max(base, weight * float(sigma_model) ** 2)
+    info = {"kspace_std_model": round(float(sigma_model), 6), "dds_lam": lam,
+            "rule": f"lam = max({base:g}, {weight:g} * sigma^2)"}
+    defaults = {} if lam == base else {"dds": {"lam": lam}, "dds_tta": {"lam": lam}}
+    return defaults, info
+
+
 def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sens_maps: Tensor | None = None,
                 complex_mode: str = "real", phase: str | Tensor | None = "auto",
-                intensity: str | None = None, grid: tuple[int, int] | None = None) -> Problem:
+                intensity: str | None = None, grid: tuple[int, int] | None = None,
+                noise: float | str = "estimate") -> Problem:
     """The model-space problem for masked k-space ``(B, C, H, W)`` (complex) and a mask ``(H, W)``.
 
     ``normalization``: the model card's ``data.normalization`` (``values`` and ``range``).
@@ -272,17 +300,30 @@ def mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sen
     size, :func:`~scorerecon.pipelines.tasks.grid.reconstruction_grid`); images in and out of the
     problem stay on the input's grid.
 
+    ``noise``: the k-space noise std (per real / imaginary component, the k-space's units) that
+    sets DDS's data-step weight (:func:`noise_weighted_defaults`): ``"estimate"`` (default, measured
+    data) from the k-space corners (:func:`~scorerecon.modalities.mri.noise.kspace_noise_std`), or a
+    number -- ``0`` for k-space simulated noise-free from the image that is also the reference (its
+    image noise is part of what is reconstructed, not measurement noise).
+
     The problem can be cut (:attr:`~scorerecon.pipelines.tasks.Problem.select`): a subset of its
     slices is the same problem built on those slices with this batch's intensity scale and phase
     model, so a slice's result does not depend on the batch it runs in.
     """
-    problem = _mri_problem(kspace, mask, normalization, sens_maps, complex_mode, phase, intensity, grid)
-    problem.select = _slice_selector(torch.as_tensor(kspace), mask, problem, sens_maps, complex_mode, phase, grid)
+    if noise == "estimate":
+        noise = kspace_noise_std(torch.as_tensor(kspace) * torch.as_tensor(mask, dtype=torch.float32), mask)
+    elif isinstance(noise, str):
+        raise ValueError(f"noise must be 'estimate' or a number, got {noise!r}")
+    noise = float(noise)
+    problem = _mri_problem(kspace, mask, normalization, sens_maps, complex_mode, phase, intensity, grid, noise)
+    problem.select = _slice_selector(torch.as_tensor(kspace), mask, problem, sens_maps, complex_mode, phase, grid,
+                                     noise)
     return problem
 
 
 def _slice_selector(kspace: Tensor, mask: Tensor, problem: Problem, sens_maps: Tensor | None, complex_mode: str,
-                    phase: str | Tensor | None, grid: tuple[int, int] | None) -> Callable[[list[int]], Problem]:
+                    phase: str | Tensor | None, grid: tuple[int, int] | None,
+                    noise: float) -> Callable[[list[int]], Problem]:
     """:attr:`Problem.select` of an MRI problem: its slices rebuilt with the batch's resolved decisions."""
     kspace = kspace.unsqueeze(0) if kspace.ndim == 3 else kspace
     b = int(kspace.shape[0])
@@ -305,15 +346,15 @@ def _slice_selector(kspace: Tensor, mask: Tensor, problem: Problem, sens_maps: T
 
     def select(index: list[int]) -> Problem:
         return _mri_problem(kspace[index], mask_of(index), fixed, maps_of(index), complex_mode, phase_of(index),
-                            "card", grid)
+                            "card", grid, noise)
 
     return select
 
 
 def _mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sens_maps: Tensor | None,
                  complex_mode: str, phase: str | Tensor | None, intensity: str | None,
-                 grid: tuple[int, int] | None) -> Problem:
-    """:func:`mri_problem` without the selector."""
+                 grid: tuple[int, int] | None, noise: float = 0.0) -> Problem:
+    """:func:`mri_problem` without the selector; ``noise``: the k-space noise std (:func:`kspace_noise_std`)."""
     kspace = torch.as_tensor(kspace)
     if kspace.ndim == 3:
         kspace = kspace.unsqueeze(0)
@@ -325,7 +366,8 @@ def _mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], se
     mask = torch.as_tensor(mask, dtype=torch.float32)
     kspace = kspace.to(torch.complex64) * mask
     if grid is not None and tuple(int(g) for g in grid) != (h, w):
-        return _resampled_problem(kspace, mask, normalization, sens_maps, complex_mode, phase, intensity, grid)
+        return _resampled_problem(kspace, mask, normalization, sens_maps, complex_mode, phase, intensity, grid,
+                                  noise)
     if c > 1 and sens_maps is None:
         raise ValueError("multi-coil k-space needs sens_maps (e.g. ESPIRiT from the ACS block)")
     value_range = tuple(normalization.get("range", (-1.0, 1.0)))
@@ -336,7 +378,8 @@ def _mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], se
     elif intensity != "card":
         raise ValueError("intensity must be None, 'card' or 'auto'")
     a, off = affine_from_normalization(normalization)
-    info: dict[str, Any] = {"complex_mode": complex_mode, "intensity": intensity,
+    solver_defaults, noise_info = noise_weighted_defaults(noise / a)
+    info: dict[str, Any] = {"complex_mode": complex_mode, "intensity": intensity, "noise": noise_info,
                             "intensity_from": "the card's rule (fixed window only for physical units)" if rule
                             else "the caller",
                             "normalization": {"values": [float(v) for v in normalization["values"]],
@@ -396,12 +439,12 @@ def _mri_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], se
         def from_physical(x: Tensor) -> Tensor:
             return (complex_to_channels(torch.as_tensor(x).to(torch.complex64).reshape(-1, 1, h, w)) - off) / a
     return Problem(operator, y_model, shape, to_physical, info, channels_as_batch=complex_mode == "channels",
-                   from_physical=from_physical)
+                   from_physical=from_physical, solver_defaults=solver_defaults)
 
 
 def _resampled_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, Any], sens_maps: Tensor | None,
                        complex_mode: str, phase: str | Tensor | None, intensity: str | None,
-                       grid: tuple[int, int]) -> Problem:
+                       grid: tuple[int, int], noise: float = 0.0) -> Problem:
     """:func:`mri_problem` on a ``grid`` matrix over the same FOV (another pixel size), mapped back after.
 
     Zero-padding k-space adds unmeasured outer frequencies (mask 0); cropping sets the outer
@@ -420,7 +463,7 @@ def _resampled_problem(kspace: Tensor, mask: Tensor, normalization: dict[str, An
     maps = None if sens_maps is None else fourier_resample(torch.as_tensor(sens_maps), grid)
     if isinstance(phase, Tensor):
         phase = torch.angle(fourier_resample(torch.exp(1j * phase.reshape(-1, 1, h, w)), grid))
-    inner = _mri_problem(k_grid, m_grid, normalization, maps, complex_mode, phase, intensity, None)
+    inner = _mri_problem(k_grid, m_grid, normalization, maps, complex_mode, phase, intensity, None, noise * scale)
     aside = kspace * (1.0 - band)  # measured lines the grid does not hold (a crop); nothing for a pad
     native_maps = None if sens_maps is None else torch.as_tensor(sens_maps).to(torch.complex64).reshape(-1, c, h, w)
 
