@@ -96,8 +96,12 @@ def test_reconstruct_mri_twix_writes_store_with_provenance_and_std(stores, tmp_p
     assert img.shape[-2:] == (160, 160)  # readout oversampling removed
     assert (img == img).all() and (std == std).all() and std.max() > 0
     rec = ds.attrs["reconstruction"]
-    assert ds.attrs["checkpoint_sha256"] == json.loads((BRAIN / "model_card.json").read_text())["weights"]["sha256"]
+    default_prior = REPO / "checkpoints" / "brain_mr_ddpm"  # the registry's MRI default
+    assert ds.attrs["checkpoint_sha256"] == json.loads((default_prior / "model_card.json").read_text())["weights"][
+        "sha256"]
     assert rec["solver"] == "dds" and rec["nfe"] == 3 and rec["seed"] == 0 and rec["samples"] == 2
+    noise = rec["complex_handling"]["noise"]  # measured k-space: DDS weighs the data by its measured noise
+    assert noise["kspace_std_model"] > 0 and noise["dds_lam"] == rec["solver_settings"]["lam"] > 1e-2
     assert rec["mask"]["kind"] == "random" and rec["mask"]["lines_along"] == "rows (ky)"
     assert rec["sens_maps"]["method"].startswith("ESPIRiT")
     assert ds.attrs["source_files"][0]["sha256"]
