@@ -93,7 +93,9 @@ def test_reduced_workflow_runs_through_slurm(slurm_cluster: None, tmp_path: Path
     source_zyx = np.asarray(source.dataobj).transpose(2, 1, 0)
     assert np.array_equal(brain["image"].values, source_zyx)
 
-    exported = nib.load(next((out / "exports" / "brain_mri" / "nifti").glob("*.nii*")))
+    nifti_dir = out / "exports" / "brain_mri" / "nifti"
+    exported = nib.load(next(p for p in nifti_dir.glob("*.nii*") if p.suffix != ".sha256"))  # not the digest list
+    assert (nifti_dir / "brain_mri.nii.gz.sha256").is_file()
     assert np.allclose(exported.affine, source.affine)
     assert np.array_equal(np.asarray(exported.dataobj), np.asarray(source.dataobj))
 
