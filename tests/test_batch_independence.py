@@ -18,22 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
+from real_data import CT_PRIOR, DEMO, MR_PRIOR, need
 
 from scorerecon.modalities.io.store import open_store
 from scorerecon.pipelines.cli import main
 from scorerecon.pipelines.ingest import ingest
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "data" / "demo"
-CT_PRIOR, MR_PRIOR = REPO / "checkpoints" / "head_ct_ddpm", REPO / "checkpoints" / "brain_ddpm"
-
-
-def _need(*paths: Path) -> None:
-    for p in paths:
-        if not p.exists():
-            pytest.skip(f"{p.name} not present")
 
 
 def _reconstruct(store: Path, out: Path, slices: str, *args: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -44,7 +34,7 @@ def _reconstruct(store: Path, out: Path, slices: str, *args: str) -> tuple[np.nd
 
 
 def test_ct_slice_alone_equals_the_slice_in_a_batch(tmp_path) -> None:
-    _need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
+    need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
     store = ingest([DEMO / "head_ct_hu.nii.gz"], tmp_path / "ct.zarr")
     args = ("--task", "ct", "--views", "23", "--downsample", "4", "--nfe", "3", "--samples", "2", "--solver", "dds")
     both, both_std = _reconstruct(store, tmp_path / "both.zarr", "53,54", *args)
@@ -59,7 +49,7 @@ def test_ct_slice_alone_equals_the_slice_in_a_batch(tmp_path) -> None:
 
 def test_mri_slice_alone_equals_the_slice_in_a_batch(tmp_path) -> None:
     """Also the intensity scale: it is resolved on the whole input volume, not on the batch."""
-    _need(MR_PRIOR, DEMO / "colin27_t1.nii.gz")
+    need(MR_PRIOR, DEMO / "colin27_t1.nii.gz")
     store = ingest([DEMO / "colin27_t1.nii.gz"], tmp_path / "t1.zarr")
     args = ("--task", "mri", "--crop", "64", "--accel", "4", "--mask", "random", "--nfe", "3", "--solver", "dds")
     both, _ = _reconstruct(store, tmp_path / "both.zarr", "85,97", *args)
@@ -71,7 +61,7 @@ def test_mri_slice_alone_equals_the_slice_in_a_batch(tmp_path) -> None:
 
 def test_problems_name_their_slices_streams() -> None:
     """The task API (what evaluate runs): a problem's ``slice_ids`` name the streams; posterior samples too."""
-    _need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
+    need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
     import nibabel as nib
 
     from scorerecon.models.checkpoint import load_score_model

@@ -15,19 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from real_data import CT_PRIOR, DEMO, MR_PRIOR, REPO, need
 
 from scorerecon.pipelines.cli import main
 from scorerecon.pipelines.engine import EngineConfig
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "data" / "demo"
-CT_PRIOR, MR_PRIOR = REPO / "checkpoints" / "head_ct_ddpm", REPO / "checkpoints" / "brain_ddpm"
-
-
-def _need(*paths: Path) -> None:
-    for p in paths:
-        if not p.exists():
-            pytest.skip(f"{p.name} not present")
 
 
 def _mri_problem(intensity: str = "auto"):
@@ -73,7 +64,7 @@ def _run(problem, model, solver: str, engine: EngineConfig, samples: int = 2):
 
 def test_mri_select_keeps_the_whole_batch_decisions() -> None:
     """A subset (with repeats) is the same problem on those slices: same measurement, same intensity scale."""
-    _need(MR_PRIOR, DEMO / "colin27_t1.nii.gz")
+    need(MR_PRIOR, DEMO / "colin27_t1.nii.gz")
     from scorerecon.pipelines.tasks.mri import mri_problem
 
     problem, model, kspace, mask = _mri_problem("auto")
@@ -88,7 +79,7 @@ def test_mri_select_keeps_the_whole_batch_decisions() -> None:
 
 @pytest.mark.parametrize("solver", ["dds", "dc"])
 def test_mri_images_do_not_depend_on_the_batch_plan(solver: str) -> None:
-    _need(MR_PRIOR, DEMO / "colin27_t1.nii.gz")
+    need(MR_PRIOR, DEMO / "colin27_t1.nii.gz")
     problem, model, _, _ = _mri_problem()
     whole = _run(problem, model, solver, EngineConfig(batch_size=6))  # 3 slices x 2 samples in one call
     assert whole.execution["sampler_calls"] == 1 and whole.execution["batch_size"] == 6
@@ -105,7 +96,7 @@ def test_mri_images_do_not_depend_on_the_batch_plan(solver: str) -> None:
 
 
 def test_ct_images_do_not_depend_on_the_batch_plan() -> None:
-    _need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
+    need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
     problem, model = _ct_problem()
     sub = problem.select([1, 1])
     torch.testing.assert_close(sub.y, problem.y[[1, 1]])
@@ -119,7 +110,7 @@ def test_ct_images_do_not_depend_on_the_batch_plan() -> None:
 
 def test_coupled_solvers_run_whole_batches() -> None:
     """TV along z couples the slices through its data step: never cut, and the record says why."""
-    _need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
+    need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
     from scorerecon.pipelines.tasks.volume import reconstruct_volume
 
     problem, model = _ct_problem()
@@ -132,7 +123,7 @@ def test_coupled_solvers_run_whole_batches() -> None:
 
 def test_reconstruct_cli_engine_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--batch-size`` changes the cut, not the image; the record names the engine; bf16 on a CPU is one line."""
-    _need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
+    need(CT_PRIOR, DEMO / "head_ct_hu.nii.gz")
     from scorerecon.modalities.io.store import open_store
     from scorerecon.pipelines.ingest import ingest
 
@@ -154,7 +145,7 @@ def test_reconstruct_cli_engine_options(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_natural_reconstruct_runs_in_the_engine_and_reads_its_options(tmp_path: Path) -> None:
     """A photograph's zero-shot restoration: the record says how the engine ran it; bf16 on a CPU is refused."""
-    _need(REPO / "checkpoints" / "kodak_prior", DEMO / "kodim23.png")
+    need(REPO / "checkpoints" / "kodak_prior", DEMO / "kodim23.png")
     from PIL import Image
 
     from scorerecon.modalities.io.store import attrs_json, open_store
