@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -23,7 +22,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from workflow_helpers import REPO, kill_tree, make_workdir, run_snakemake, snakemake_command, tail, workflow_env
+from workflow_helpers import (
+    REPO,
+    kill_tree,
+    make_workdir,
+    run_snakemake,
+    start_snakemake,
+    tail,
+)
 
 from scorerecon.modalities.io.store import open_store
 from scorerecon.pipelines.errors import InputError
@@ -124,9 +130,7 @@ def test_kill_9_mid_ingest_then_rerun_matches_an_uninterrupted_run(tmp_path: Pat
     work = make_workdir(tmp_path / "interrupted")
     stores = work / "results/resume/stores"
     log_path = tmp_path / "interrupted.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(snakemake_command(*args), cwd=work, env=workflow_env(), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_snakemake(*args, cwd=work, log_path=log_path)
     try:
         deadline = time.monotonic() + 240
         while True:

@@ -11,7 +11,6 @@ export, keeps the finished ingest and ends with a complete output.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,7 +18,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from workflow_helpers import REPO, kill_tree, make_workdir, run_snakemake, snakemake_command, tail, workflow_env
+from workflow_helpers import (
+    REPO,
+    kill_tree,
+    make_workdir,
+    run_snakemake,
+    start_snakemake,
+    tail,
+)
 
 from scorerecon.modalities.io.store import open_store
 
@@ -42,9 +48,7 @@ def test_plain_rerun_after_kill_9_finishes_the_job(tmp_path: Path) -> None:
 
     # run, and kill -9 everything once the export job is writing its slices
     log_path = tmp_path / "killed.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(snakemake_command(*plain), cwd=work, env=workflow_env(), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_snakemake(*plain, cwd=work, log_path=log_path)
     try:
         deadline = time.monotonic() + 180
         while not any(out.glob(".partial-*/*.dcm")):

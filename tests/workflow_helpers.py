@@ -56,6 +56,14 @@ def tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def start_snakemake(*args: str | os.PathLike, cwd: Path, log_path: Path) -> subprocess.Popen:
+    """Snakemake started in the background (its own session, so :func:`kill_tree` can kill it all),
+    stdout and stderr into ``log_path``: a run a test means to interrupt."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(snakemake_command(*args), cwd=cwd, env=workflow_env(), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL a process, its process group and every descendant (job processes included)."""
     try:
