@@ -103,21 +103,25 @@ bench-quality: $(STAMP) unseen-data photos
 	$(PY) benchmarks/natural.py --quick  # 2 held-out Kodak images + 2 held-out photos; the full sets take hours on a CPU
 
 # The packages the GPU check (benchmarks/run_gpu_check.sh, docs/gpu_check.md) needs and the GPU machine's image
-# lacks, as wheels for its CPython (GPU_PYTHON: the H200 image runs 3.12) on linux x86_64, at the versions this
-# .venv runs -> wheels/ (git-ignored, ~23 MB; the device tool carries it). rasterio / rioxarray / pyproj stay out
-# (45 MB; the check reads no GeoTIFF and open_store needs rioxarray only for geo stores).
+# lacks, for its CPython (GPU_PYTHON: the H200 image runs 3.12) on linux x86_64, at the versions this .venv runs:
+# downloaded as wheels, installed into a folder, pruned (tests, byte-code), stripped and packed as one .tar.xz
+# (~5 MiB; the wheels are ~23 MiB, too much beside the tree for the device tool's 64 MiB carry) -> wheels/
+# (git-ignored; the device tool carries it). rasterio / rioxarray / pyproj stay out (45 MB of wheels; the check
+# reads no GeoTIFF and open_store needs rioxarray only for geo stores).
 GPU_PYTHON ?= 3.12
 GPU_WHEELS ?= wheels
 GPU_PACKAGES := monai zarr numcodecs donfig google-crc32c dask partd locket nibabel pydicom sigpy PyWavelets \
 	jsonschema jsonschema-specifications referencing rpds-py affine
 gpu-wheels: $(STAMP)
-	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	rm -rf build/gpu-wheels $(GPU_WHEELS) && mkdir -p build/gpu-wheels $(GPU_WHEELS)
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --implementation cp --python-version $(GPU_PYTHON) \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-		--platform manylinux2014_x86_64 --dest $(GPU_WHEELS) \
+		--platform manylinux2014_x86_64 --dest build/gpu-wheels \
 		$$($(PY) -c "import sys, importlib.metadata as m; print(' '.join(n + '==' + m.version(n) for n in sys.argv[1:]))" \
 		$(GPU_PACKAGES))
-	@du -sh $(GPU_WHEELS)
+	$(PY) benchmarks/gpu_site_pack.py --wheels build/gpu-wheels --python-version $(GPU_PYTHON) \
+		--out $(GPU_WHEELS)/gpu-site-cp$(subst .,,$(GPU_PYTHON)).tar.xz
+	rm -rf build/gpu-wheels
 
 clean-results:
 	rm -rf results .snakemake

@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument("--prior", default=None, help="zero-shot prior (default checkpoints/kodak_prior)")
     parser.add_argument("--sr-checkpoint", default=None, help="conditional x4 SR model (default checkpoints/kodak_sr4)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "natural")
-    parser.add_argument("--figure", type=Path, default=REPO / "docs" / "figures" / "natural_comparison.png")
+    parser.add_argument("--figure", type=Path, default=REPO / "docs" / "figures" / "natural_comparison.jpg")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--figure-only", action="store_true", help="redraw the figure from the runs saved in --out")
     parser.add_argument("--tune", action="store_true", help="tune the classical baselines on training crops")

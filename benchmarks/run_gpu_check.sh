@@ -7,8 +7,9 @@
 #   bash benchmarks/run_gpu_check.sh --dry-run        # anywhere: toy sizes on the CPU, checks every step runs
 #
 # Steps: (1) the packages the GPU image lacks (monai, zarr, numcodecs, donfig, google-crc32c, dask, nibabel,
-# pydicom, sigpy, PyWavelets, jsonschema, affine and their missing dependencies) from the wheel folder
-# (GPU_WHEELS, default wheels/) into a private target, only when one of them does not import; scorerecon
+# pydicom, sigpy, PyWavelets, jsonschema, affine and their missing dependencies) from the packed site folder
+# wheels/gpu-site-cpXY.tar.xz that `make gpu-wheels` writes (GPU_WHEELS: the folder; loose *.whl also work)
+# into a private target, only when one of them does not import; scorerecon
 # itself by a symlink shim (no build); (2) the CUDA-only engine tests; (3) benchmarks/gpu_engine.py: per-task
 # engine ratio, compiled NFE-tiles/s at 256^2 with the 26.6 M 'base' network, the 256x256x128 CT volume at
 # 50 NFE, CPU-vs-GPU |dPSNR| on one small evaluation. Budget: <= 8 min cold on one H200 (compilation included;
@@ -48,23 +49,33 @@ if [ ${#DRY[@]} -eq 0 ] && ! "$PY" -c "import torch, sys; sys.exit(not torch.cud
     exit 2
 fi
 
-# (1) dependencies: the wheel folder into a private target, only when something is missing (or forced)
+# (1) dependencies: the packed site folder (make gpu-wheels) or loose wheels into a private target, only when
+# something is missing (or forced)
 NEEDED="monai zarr numcodecs donfig google_crc32c dask nibabel pydicom sigpy pywt jsonschema affine"
 if [ "${GPU_CHECK_INSTALL:-0}" = 1 ] || ! "$PY" -c "import ${NEEDED// /,}" 2>/dev/null; then
-    if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-        echo "missing packages and no wheels in $WHEELS/: run 'make gpu-wheels' where pip works, carry $WHEELS" \
-            | tee -a "$OUT/env.txt"
-        exit 2
-    fi
+    TAG=$("$PY" -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
+    PACK="$WHEELS/gpu-site-$TAG.tar.xz"
     rm -rf "$SITE" && mkdir -p "$SITE"
-    if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHEELS"/*.whl \
-            2>&1 | tail -3 | tee -a "$OUT/env.txt"; then
-        echo "the wheels in $WHEELS/ do not install on this Python: 'make gpu-wheels GPU_PYTHON=X.Y'" | tee -a "$OUT/env.txt"
+    if [ -f "$PACK" ]; then
+        "$PY" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" \
+            "$PACK" "$SITE" || { echo "$PACK: could not unpack" | tee -a "$OUT/env.txt"; exit 2; }
+        FROM="$PACK"
+    elif ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+        if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" \
+                "$WHEELS"/*.whl 2>&1 | tail -3 | tee -a "$OUT/env.txt"; then
+            echo "the wheels in $WHEELS/ do not install on this Python: 'make gpu-wheels GPU_PYTHON=X.Y'" \
+                | tee -a "$OUT/env.txt"
+            exit 2
+        fi
+        FROM="$(ls "$WHEELS"/*.whl | wc -l) wheels of $WHEELS/"
+    else
+        echo "missing packages and no $PACK (nor wheels) in $WHEELS/: run 'make gpu-wheels GPU_PYTHON=X.Y' where pip" \
+            "works, carry $WHEELS" | tee -a "$OUT/env.txt"
         exit 2
     fi
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-    "$PY" -c "import ${NEEDED// /,}" || { echo "still missing after the wheels: see above" | tee -a "$OUT/env.txt"; exit 2; }
-    echo "installed $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS/ into $SITE" | tee -a "$OUT/env.txt"
+    "$PY" -c "import ${NEEDED// /,}" || { echo "still missing after $FROM: see above" | tee -a "$OUT/env.txt"; exit 2; }
+    echo "installed $FROM into $SITE" | tee -a "$OUT/env.txt"
 fi
 # scorerecon itself: the installed package, else a shim of symlinks laid out as pyproject's package-dir maps it
 if ! "$PY" -c "import scorerecon.pipelines.cli" 2>/dev/null; then

@@ -75,7 +75,7 @@ _MIXTURE = _obj({"kind": {"const": "gaussian_mixture"}, "means": {"type": "array
                  "stds": {"type": ["number", "array"]}, "weights": {"type": "array", "items": _NUM}},
                 required=("means",))
 
-_NATURAL = {"kind": _STR, "kodak": _STR, "holdout": {"type": "array", "items": _STR},
+_NATURAL = {"kind": _STR, "kodak": {"type": ["string", "null"]}, "holdout": {"type": "array", "items": _STR},
             "skimage": {"type": "array", "items": _STR},
             "patch_size": {"type": "array", "items": _INT_POS, "minItems": 2, "maxItems": 2},
             "photos": _STR, "area_power": {"type": "number", "minimum": 0, "maximum": 1}}

@@ -49,3 +49,64 @@ def test_dry_run_drives_every_step_and_reports(tmp_path: Path) -> None:
     # the same evaluation twice on the same device: the same PSNR for every method, to the last digit
     assert set(results["check"]["dpsnr"]) == {"fbp", "tv", "dds"}
     assert max(results["check"]["dpsnr"].values()) == 0.0
+
+
+#: the device tool carries at most 64 MiB (tree + carried paths); the packed site folder is ~5.5 MiB
+DEVICE_CARRY_MIB = 64
+SITE_PACK_HEADROOM_MIB = 8
+
+
+def test_tracked_tree_leaves_room_for_the_site_pack() -> None:
+    """The GPU check can only run if the tree plus ``wheels/gpu-site-*.tar.xz`` fit the device tool's carry."""
+    import subprocess
+
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.split(b"\0")
+    size = sum((REPO / name.decode()).stat().st_size for name in listed if name and (REPO / name.decode()).is_file())
+    assert size / 2**20 <= DEVICE_CARRY_MIB - SITE_PACK_HEADROOM_MIB, (
+        f"the tree is {size / 2**20:.1f} MiB: with the site pack it no longer fits the GPU check's carry")
+
+
+def _write_wheel(folder: Path) -> Path:
+    """A minimal pure-Python wheel with a module and a test suite (what the pack must keep and drop)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {"toypkg/__init__.py": b"VALUE = 42\n", "toypkg/tests/test_toy.py": b"def test(): pass\n",
+             "toypkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: toypkg\nVersion: 1.0\n",
+             "toypkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                           b"Tag: py3-none-any\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+                     f"{len(data)}\n" for name, data in files.items()) + "toypkg-1.0.dist-info/RECORD,,\n"
+    wheel = folder / "toypkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in {**files, "toypkg-1.0.dist-info/RECORD": record.encode()}.items():
+            zf.writestr(name, data)
+    return wheel
+
+
+def test_site_pack_keeps_modules_drops_tests_and_is_reproducible(tmp_path: Path) -> None:
+    import subprocess
+    import tarfile
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _write_wheel(wheels)
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    packs = []
+    for run in ("a", "b"):
+        out = tmp_path / run / "site.tar.xz"
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_site_pack.py"), "--wheels", str(wheels),
+                        "--python-version", version, "--out", str(out)], check=True, capture_output=True)
+        packs.append(out.read_bytes())
+    assert packs[0] == packs[1]  # deterministic: the same wheels give the same bytes
+    with tarfile.open(tmp_path / "a" / "site.tar.xz") as tar:
+        names = tar.getnames()
+        assert "toypkg/__init__.py" in names and not any("/tests/" in n for n in names)
+        tar.extractall(tmp_path / "site", filter="data")
+    probe = subprocess.run([sys.executable, "-c", "import toypkg; print(toypkg.VALUE)"], capture_output=True,
+                           text=True, env={"PYTHONPATH": str(tmp_path / "site")}, check=True)
+    assert probe.stdout.strip() == "42"

@@ -1,7 +1,7 @@
 """Training data for the natural-image priors: random RGB patches of Kodak + scikit-image images.
 
 Sources: the 24 Kodak PhotoCD images (768x512 RGB; a local copy named by ``DEFAULT_KODAK`` or the config's
-``kodak:``) minus the
+``kodak:``; ``kodak: null`` leaves Kodak out, so a prior trains from registry packages alone) minus the
 held-out evaluation images :data:`HOLDOUT` (kodim01, 05, 13, 19, 23: a building, motorbikes, a
 river scene, a lighthouse, parrots -- five different kinds of texture), plus scikit-image's
 bundled RGB photographs astronaut, coffee, chelsea and rocket (``camera`` is grey and skipped),
@@ -104,18 +104,23 @@ def _skimage_path(name: str) -> Path:
 def training_sources(config: dict[str, Any], base_dir: str | os.PathLike | None = None) -> list[Path]:
     """The image files a ``data`` config trains on (Kodak minus the hold-out, skimage's, the training photos)."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    kodak = Path(config.get("kodak", DEFAULT_KODAK))
-    kodak = kodak if kodak.is_absolute() else base / kodak
-    if not kodak.is_dir():
-        raise InputError(kodak, "Kodak folder not found")
-    holdout = set(config.get("holdout", HOLDOUT))
-    files = [p for p in sorted(kodak.glob("kodim*.png")) if p.stem not in holdout]
-    if not files:
-        raise InputError(kodak, "no kodim*.png training images (all held out?)")
+    files: list[Path] = []
+    kodak_setting = config.get("kodak", DEFAULT_KODAK)
+    if kodak_setting is not None:  # ``kodak: null``: registry sources only (reproducible on any machine)
+        kodak = Path(kodak_setting)
+        kodak = kodak if kodak.is_absolute() else base / kodak
+        if not kodak.is_dir():
+            raise InputError(kodak, "Kodak folder not found (set `kodak: null` to train without it)")
+        holdout = set(config.get("holdout", HOLDOUT))
+        files = [p for p in sorted(kodak.glob("kodim*.png")) if p.stem not in holdout]
+        if not files:
+            raise InputError(kodak, "no kodim*.png training images (all held out?)")
     files += [_skimage_path(n) for n in config.get("skimage", SKIMAGE_IMAGES)]
     if config.get("photos"):
         photos = Path(config["photos"])
         files += photo_files(photos if photos.is_absolute() else base / photos, "train")
+    if not files:
+        raise InputError(None, "the data config names no training images (no Kodak, skimage or photos)")
     return files
 
 
