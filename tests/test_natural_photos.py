@@ -158,3 +158,14 @@ def test_training_data_without_photos_is_one_line(tmp_path):
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(kodak / "kodim02.png")
     with pytest.raises(InputError, match="make photos"):
         training_sources({"kodak": str(kodak), "skimage": [], "photos": str(tmp_path / "photos")})
+
+
+def test_training_without_kodak_uses_registry_sources_only():
+    """``kodak: null``: the prior trains from scikit-image (and the registry photos) alone, reproducible anywhere."""
+    from scorerecon.modalities.natural.datasets import training_sources
+
+    files = training_sources({"kodak": None, "skimage": ["astronaut", "coffee"]})
+    assert [p.stem for p in files] == ["astronaut", "coffee"] and all(p.is_file() for p in files)
+    assert not any("kodim" in p.name for p in files)
+    with pytest.raises(InputError, match="no training images"):
+        training_sources({"kodak": None, "skimage": []})
