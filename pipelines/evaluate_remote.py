@@ -16,6 +16,15 @@ output is the mean of ``--samples`` (default 5) DDIM samples of ``--nfe`` (defau
 10 network evaluations in all (the JSON's ``nfe`` is that total); the 2 x 5 split was chosen on a
 training strip of the scene, never on held-out pixels.
 
+Sentinel-2 20 m -> 10 m super-resolution (``--task s2sr --ms FILE...``: the six 20 m bands B05,
+B06, B07, B8A, B11, B12 and the four 10 m bands B02, B03, B04, B08, one file each, names from the
+file names): Wald reduced resolution on block-aligned grids
+(:mod:`scorerecon.modalities.optical.s2_superres`): 20 m -> 40 m input, 10 m -> 20 m guide, the
+original 20 m bands the reference; held out as for pan-sharpening (the card's columns when the
+20 m files are on the training grid), restricted to 20 m pixels whose 10 m block the guide
+covers, cut to even sizes. Classical: bicubic, band-wise GSA and MTF-GLP; the model's output
+is the mean of ``--samples`` (5) DDIM samples of ``--nfe`` (2) steps.
+
 Cloud removal (``--clear FILE --cloudy FILE [--mask FILE] [--samples N]``): ``.npy`` stacks
 ``(time, y, x, band)`` of clear dates and their paired cloudy versions (e.g. made by
 :mod:`scorerecon.modalities.optical.clouds` from real cloud shapes: ``benchmarks/cloud.py``
@@ -46,7 +55,7 @@ from scorerecon.pipelines.reconstruct_remote import DEFAULT_SAMPLING
 from scorerecon.pipelines.tasks.registry import TASKS
 
 #: the metric conventions (views of the task registry, pipelines/tasks/registry.py)
-CONVENTIONS = {t: TASKS[t].convention for t in ("pansharpen", "cloud")}
+CONVENTIONS = {t: TASKS[t].convention for t in ("pansharpen", "s2sr", "cloud")}
 
 
 def _entry(family: str, metrics: dict[str, float], nfe: int, seconds: float, **extra: Any) -> dict[str, Any]:
@@ -269,6 +278,100 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
 
 
 # ------------------------------------------------------------------------------------------------
+# Sentinel-2 20 m -> 10 m super-resolution
+# ------------------------------------------------------------------------------------------------
+def _split_s2(paths: list[Path], bands: list[str], guide_bands: list[str]
+              ) -> tuple[np.ndarray, dict[str, Any], np.ndarray, dict[str, Any]]:
+    """Band files -> (20 m bands, their grid, 10 m guide bands, their grid), in the model's band order."""
+    from scorerecon.modalities.io.geotiff import band_name_from_path
+
+    named: dict[str, Path] = {}
+    for p in paths:
+        if not p.exists():
+            raise InputError(p, "file not found")
+        named[band_name_from_path(p) or p.stem] = p
+    missing = [b for b in [*bands, *guide_bands] if b not in named]
+    if missing:
+        raise InputError(paths[0], f"--task s2sr needs one file per band {', '.join([*bands, *guide_bands])} "
+                                   f"(named like s2_B8A.jp2); missing {', '.join(missing)}")
+    ms, _, grid = _read_rasters([named[b] for b in bands])
+    guide, _, guide_grid = _read_rasters([named[b] for b in guide_bands])
+    return ms, grid, guide, guide_grid
+
+
+def evaluate_s2sr(paths: list[Path], *, checkpoint: str | None = None, nfe: int = 2, samples: int = 5, seed: int = 0,
+                  baselines: list[str] | None = None, crop: int | None = None, device: str = "cpu", log: Any = None,
+                  engine: Any = None, columns: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Classical sharpening and the diffusion model on the held-out area (Wald); the result dict of ``evaluate``.
+
+    ``columns`` (20 m, ``[start, stop)``) evaluates those columns of the input instead: the benchmark's
+    tuning on the *training* area (``benchmarks/s2_superres.py --tune``).
+    """
+    import torch
+
+    from scorerecon.modalities.optical import s2_superres as s2
+    from scorerecon.modalities.optical.metrics import pansharpen_reduced
+    from scorerecon.pipelines.hardware import describe
+    from scorerecon.pipelines.reconstruct_remote import load_task_model, pansharpen_scene
+
+    say = log or (lambda msg: None)
+    model, checkpoint = load_task_model("s2sr", checkpoint, device)
+    card = model.card
+    data = card["data"]
+    bands, guide_bands = list(data["bands"]), list(data["guide_bands"])
+    ratio = int(data["ratio"])
+    baselines = list(s2.S2SR_BASELINES) if baselines is None else baselines
+    ms, grid, guide, guide_grid = _split_s2(paths, bands, guide_bands)
+    try:
+        (r0, r1), (c0, c1) = s2.covered_block(guide.shape, guide_grid["transform"], grid["transform"], ms.shape,
+                                              ratio)
+    except ValueError as exc:
+        raise InputError(paths[0], f"the 10 m bands' grid does not nest in the 20 m grid: {exc}") from None
+    aligned = s2.block_align(guide, guide_grid["transform"], grid["transform"], ms.shape[-2:], ratio)
+    if columns is None:
+        cols, held = _holdout_columns(card, grid, ms.shape[-2:])
+    else:
+        cols, held = slice(*columns), f"columns [{columns[0]}, {columns[1]}) as asked (tuning; not held out)"
+    c0, c1 = max(c0, cols.start), min(c1, cols.stop)
+    if crop:
+        r1, c1 = min(r1, r0 + crop), min(c1, c0 + crop)
+    r1 -= (r1 - r0) % ratio
+    c1 -= (c1 - c0) % ratio
+    if r1 - r0 < 32 or c1 - c0 < 32:
+        raise InputError(paths[0], f"evaluation area {r1 - r0}x{c1 - c0} (20 m pixels) is smaller than one 32x32 "
+                                   "Q2n block")
+    ref = ms[:, r0:r1, c0:c1]
+    guide_ref = aligned[:, ratio * r0:ratio * r1, ratio * c0:ratio * c1]
+    ms_low, guide_low = s2.wald_pair(ref, guide_ref, bands, guide_bands, ratio)
+    params: dict[str, Any] = {
+        "ms": [str(p) for p in paths], "ratio": ratio, "phase": s2.PHASE, "bands": bands, "guide_bands": guide_bands,
+        "mtf_gains": s2.mtf_gains(bands), "guide_mtf_gains": s2.mtf_gains(guide_bands), "holdout": held,
+        "area_20m": {"rows": [r0, r1], "cols": [c0, c1]}, "reference_shape": [r1 - r0, c1 - c0],
+        "checkpoint": checkpoint, "weights_sha256": card["weights"]["sha256"], "nfe_per_sample": nfe,
+        "samples": samples, "nfe_total": nfe * samples, "seed": seed,
+        "sampler": f"ddim (eta 0), mean of {samples} samples", "hardware": describe(device)}
+    methods: dict[str, dict[str, Any]] = {}
+    fused_all: dict[str, np.ndarray] = {}
+    for name, (fused, secs) in s2.run_baselines(ms_low, guide_low, baselines, bands, guide_bands, ratio).items():
+        methods[name] = _entry("classical", pansharpen_reduced(ref, fused, ratio), 0, secs)
+        fused_all[name] = fused
+        say(f"{name}: ERGAS {methods[name]['ergas']:.3f}, SAM {methods[name]['sam']:.3f}")
+    with torch.no_grad():
+        start = time.perf_counter()
+        fused, std, run = pansharpen_scene(model, data, ms_low, guide_low, nfe=nfe, samples=samples, seed=seed,
+                                           device=device, phase=s2.PHASE, engine=engine)
+        secs = time.perf_counter() - start
+    methods["diffusion"] = _entry("diffusion", pansharpen_reduced(ref, fused, ratio), run.nfe * samples, secs)
+    fused_all["diffusion"] = fused
+    say(f"diffusion: ERGAS {methods['diffusion']['ergas']:.3f}, SAM {methods['diffusion']['sam']:.3f}, "
+        f"{run.nfe} NFE x {samples}, {secs:.1f} s")
+    result = {"task": "s2sr", "convention": CONVENTIONS["s2sr"], "params": params, "methods": methods,
+              "_primary": "ergas"}
+    result["_arrays"] = {"reference": ref, "ms_low": ms_low, "pan_low": guide_low, "fused": fused_all, "std": std}
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
 # cloud removal
 # ------------------------------------------------------------------------------------------------
 def _load_pairs(clear_path: Path, cloudy_path: Path, mask_path: Path | None
@@ -451,7 +554,7 @@ def calibrate_cloud(checkpoint: str | None = None, *, nfe: int = 10, samples: in
 
 
 def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    """The ``scorerecon evaluate`` entry point for ``--task pansharpen`` and ``--task cloud``."""
+    """The ``scorerecon evaluate`` entry point for ``--task pansharpen``, ``s2sr`` and ``cloud``."""
     from scorerecon.pipelines.evaluate import _csv
 
     default_nfe, default_samples = DEFAULT_SAMPLING[args.task]
@@ -459,6 +562,14 @@ def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     samples = default_samples if args.samples is None else int(args.samples)
     if nfe < 1 or samples < 1:
         raise InputError(None, f"--nfe and --samples must be >= 1, got {nfe} and {samples}")
+    if args.task == "s2sr":
+        if not args.ms:
+            raise InputError(None, "--task s2sr needs --ms FILE... (the 20 m and 10 m Sentinel-2 band files)")
+        result = evaluate_s2sr(list(args.ms), checkpoint=args.checkpoint, nfe=nfe, samples=samples, seed=args.seed,
+                               baselines=_csv(args.baselines), crop=args.crop, device=args.device, log=log,
+                               engine=engine_config(args))
+        result.pop("_arrays")
+        return result
     if args.task == "pansharpen":
         if not args.ms:
             raise InputError(None, "--task pansharpen needs --ms FILE... (MS band files or one .npy)")

@@ -13,6 +13,12 @@ Both tasks' outputs carry the provenance every reconstruction does
 (:func:`scorerecon.pipelines.record.finish_output`: the source files of every input store read,
 the prior, the command, versions) plus ``crs`` and ``transform`` attrs mirroring ``spatial_ref``.
 
+``--task s2sr --input S2.zarr -o OUT.zarr`` reads a store ingested from Sentinel-2 band files
+(``scorerecon ingest s2_B*.jp2``: groups ``res_10m`` and ``res_20m``), and writes B05, B06, B07,
+B8A, B11, B12 sharpened onto the 10 m group's grid (its ``x`` / ``y`` and ``spatial_ref``) with the
+``checkpoints/s2_sr20`` model, guided by B02, B03, B04, B08; the half-pixel offset of the
+block-aligned grids comes from :func:`~scorerecon.modalities.optical.degradation.grid_offset`.
+
 ``--task cloud --input CLOUDY.zarr --other CLEAR.zarr [--cloud-mask MASK.zarr]`` reads two
 single-grid 13-band Sentinel-2 stores (the cloudy date and another clear date of the same grid),
 draws ``--samples`` (default 8) posterior samples of the clear scene, ``--nfe`` (default 10) DDIM
@@ -51,8 +57,8 @@ from scorerecon.pipelines.tasks.registry import TASKS
 
 #: views of the task registry (:mod:`scorerecon.pipelines.tasks.registry`): the default checkpoint and
 #: (DDIM steps per sample, samples) when --nfe / --samples are not given
-DEFAULT_CHECKPOINTS = {t: TASKS[t].default_prior for t in ("pansharpen", "cloud")}
-DEFAULT_SAMPLING = {t: (TASKS[t].nfe, TASKS[t].samples) for t in ("pansharpen", "cloud")}
+DEFAULT_CHECKPOINTS = {t: TASKS[t].default_prior for t in ("pansharpen", "s2sr", "cloud")}
+DEFAULT_SAMPLING = {t: (TASKS[t].nfe, TASKS[t].samples) for t in ("pansharpen", "s2sr", "cloud")}
 HALO = 12  # coarse MS pixels read around a tile for the interpolation
 #: cloud removal: length (pixels) of the composite's ramp inside the mask (:func:`.clouds.feather`)
 FEATHER_RADIUS = 2.0
@@ -130,11 +136,13 @@ def _grid_shape(h: int, w: int, tile: int, overlap: float) -> tuple[tuple[int, i
 
 def pansharpen_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, *, nfe: int = 2, samples: int = 5,
                      seed: int = 0, tile: int = 128, overlap: float = 0.25, batch_size: int | None = None,
-                     device: str = "cpu", eta: float = 0.0, phase: int | None = None, engine: Any = None
-                     ) -> tuple[np.ndarray, np.ndarray, Any]:
+                     device: str = "cpu", eta: float = 0.0, phase: float | tuple[float, float] | None = None,
+                     engine: Any = None) -> tuple[np.ndarray, np.ndarray, Any]:
     """Sharpen ``ms`` ``(C, h, w)`` with ``pan`` ``(H, W)`` (data units, numpy or lazy) -> ``(C, H, W)``.
 
-    Fine pixel ``k`` lies at coarse coordinate ``(k - phase) / ratio`` (default phase: the card's).
+    Fine pixel ``k`` lies at coarse coordinate ``(k - phase) / ratio`` (default phase: the card's;
+    half-integer and per-axis ``(row, col)`` phases for block-aligned grids). ``pan`` may be a
+    guide of several bands ``(G, H, W)`` (Sentinel-2 20 -> 10 m, ``--task s2sr``).
     ``samples`` posterior samples of ``nfe`` DDIM steps each (``nfe * samples`` network
     evaluations per pixel; default 2 x 5 = 10) are averaged: the mean estimates the posterior
     mean (the MSE-optimal output ERGAS rewards), their std is the per-pixel uncertainty.
@@ -147,7 +155,9 @@ def pansharpen_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, *
 
     coding = PansharpenCoding.from_card(card_data)
     ratio = int(card_data["ratio"])
-    phase = int(card_data["phase"]) if phase is None else int(phase)
+    phase = card_data["phase"] if phase is None else phase
+    # (row, col) phases: integers (Landsat-8) or half-integers (block-aligned Sentinel-2 grids)
+    phases = (float(phase), float(phase)) if np.isscalar(phase) else (float(phase[0]), float(phase[1]))
     channels = int(ms.shape[0])
     if channels != len(coding.ms_lo):
         raise InputError(None, f"{channels} MS bands given; the model sharpens {len(coding.ms_lo)} "
@@ -159,12 +169,13 @@ def pansharpen_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, *
 
     def read(t: Any) -> Any:
         (r0, r1), (c0, c1) = ((s.start, s.stop) for s in t.slices)
-        j0 = max(0, (r0 - phase) // ratio - HALO)
-        j1 = min(ms.shape[-2], (r1 - 1 - phase) // ratio + HALO + 2)
-        i0 = max(0, (c0 - phase) // ratio - HALO)
-        i1 = min(ms.shape[-1], (c1 - 1 - phase) // ratio + HALO + 2)
+        pr, pc = phases
+        j0 = max(0, math.floor((r0 - pr) / ratio) - HALO)
+        j1 = min(ms.shape[-2], math.floor((r1 - 1 - pr) / ratio) + HALO + 2)
+        i0 = max(0, math.floor((c0 - pc) / ratio) - HALO)
+        i1 = min(ms.shape[-1], math.floor((c1 - 1 - pc) / ratio) + HALO + 2)
         window = np.asarray(ms[:, j0:j1, i0:i1], dtype=np.float64)
-        up = upsample(window, ratio, (r1 - r0, c1 - c0), phase, offset=(r0 - ratio * j0, c0 - ratio * i0))
+        up = upsample(window, ratio, (r1 - r0, c1 - c0), phases, offset=(r0 - ratio * j0, c0 - ratio * i0))
         cond = coding.cond(up, _window(pan, (r0, r1), (c0, c1)))
         return TileItem(t, cond=torch.from_numpy(cond), data={"up": torch.from_numpy(up.astype(np.float32))})
 
@@ -341,6 +352,49 @@ def _pansharpen_classical(args: argparse.Namespace, ms: Any, names: list[str], p
     return out, info
 
 
+def _s2sr_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, Any]]:
+    """``--task s2sr``: the store's 20 m bands sharpened onto its 10 m grid (exact CRS and transform)."""
+    import xarray as xr
+
+    from scorerecon.modalities.io.store import store_groups
+    from scorerecon.modalities.optical.degradation import grid_offset
+
+    data = model.card["data"]
+    bands, guide_bands, ratio = list(data["bands"]), list(data["guide_bands"]), int(data["ratio"])
+    groups = [g for g in store_groups(args.input) if g.startswith("res_")]
+    sets = {g: _geo_group(args.input, g) for g in groups}
+    names = {g: [str(b) for b in ds["band"].values] for g, ds in sets.items()}
+    ms_group = next((g for g in groups if all(b in names[g] for b in bands)), None)
+    guide_group = next((g for g in groups if all(b in names[g] for b in guide_bands)), None)
+    if ms_group is None or guide_group is None:
+        raise InputError(args.input, f"--task s2sr needs a store with the 20 m bands {', '.join(bands)} in one group "
+                                     f"and the 10 m bands {', '.join(guide_bands)} in another (scorerecon ingest "
+                                     f"s2_B*.jp2); found {names or 'no resolution groups'}")
+    ms_ds, guide_ds = sets[ms_group], sets[guide_group]
+    if ms_ds["image"].rio.crs != guide_ds["image"].rio.crs:
+        raise InputError(args.input, f"groups {ms_group} and {guide_group} have different CRS")
+    try:
+        phase = grid_offset(tuple(ms_ds["image"].rio.transform())[:6], tuple(guide_ds["image"].rio.transform())[:6],
+                            ratio)
+    except ValueError as exc:
+        raise InputError(args.input, f"the {guide_group} grid does not nest in the {ms_group} grid: {exc}") from None
+    ms = _select_bands(ms_ds, bands, args.input, ms_group).data  # lazy (band, y, x)
+    guide = _select_bands(guide_ds, guide_bands, args.input, guide_group).data
+    fused, std, run = pansharpen_scene(model, data, ms, guide, nfe=args.nfe, samples=args.samples, seed=args.seed,
+                                       tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                                       device=args.device, phase=phase, engine=engine_config(args))
+    coords = {"band": bands, "y": guide_ds["y"].values, "x": guide_ds["x"].values,
+              "spatial_ref": guide_ds["spatial_ref"]}
+    out = xr.Dataset({"image": (("band", "y", "x"), fused), "std": (("band", "y", "x"), std)}, coords=coords)
+    out["image"].attrs["units"] = "input 20 m band units (DN), sharpened to the 10 m grid (posterior mean)"
+    out["std"].attrs["description"] = f"per-pixel std over {args.samples} posterior samples"
+    info = {"task": "s2sr", "ratio": ratio, "grid_phase": list(phase), "ms_group": ms_group,
+            "guide_group": guide_group, "guide_bands": guide_bands, "nfe": run.nfe, "samples": args.samples,
+            "nfe_total": run.nfe * args.samples, "sampler": "ddim", "eta": 0.0, "seed": args.seed, "tile": args.tile,
+            "overlap": args.overlap, "tiles": run.n_tiles, "batches": run.n_batches}
+    return out, info
+
+
 def _single_grid(path: Path, what: str) -> Any:
     from scorerecon.modalities.io.store import store_groups
 
@@ -426,7 +480,8 @@ def load_calibration(checkpoint: str | Path) -> Any:
 
 
 def run_remote(args: argparse.Namespace) -> int:
-    """``scorerecon reconstruct --task pansharpen|cloud`` (the registry's entry for both, called by reconstruct)."""
+    """``scorerecon reconstruct --task pansharpen|s2sr|cloud`` (the registry's entry for all three, called by
+    reconstruct)."""
     from scorerecon.modalities.io.store import open_store, write_store
     from scorerecon.pipelines.record import finish_output
 
@@ -446,10 +501,12 @@ def run_remote(args: argparse.Namespace) -> int:
     model, checkpoint = load_task_model(args.task, args.checkpoint, args.device)
     start = time.perf_counter()
     with torch.no_grad():
-        out, info = (_pansharpen_store if args.task == "pansharpen" else _cloud_store)(args, model)
+        out, info = {"pansharpen": _pansharpen_store, "s2sr": _s2sr_store}.get(args.task, _cloud_store)(args, model)
     seconds = time.perf_counter() - start
     if args.task == "pansharpen":
         inputs = [(args.input, info["pan_group"]), (args.input, info["ms_group"])]
+    elif args.task == "s2sr":
+        inputs = [(args.input, info["guide_group"]), (args.input, info["ms_group"])]
     else:
         inputs = [(p, _first_group(p)) for p in (args.input, args.other, args.cloud_mask) if p is not None]
     out = out.chunk({"band": 1, "y": 512, "x": 512}) if "band" in out.dims else out

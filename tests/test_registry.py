@@ -101,7 +101,8 @@ def test_metric_functions_report_the_declared_metrics() -> None:
     mask[8:24, 8:24] = True
     calls = {"mri": lambda f: f(ref, est), "ct": lambda f: f(hu, hu + 10 * est),
              "photo": lambda f: f(ref[0, :, :, None].repeat(3, -1), est[0, :, :, None].repeat(3, -1)),
-             "pansharpen": lambda f: f(ms, ms * 1.01, 2), "cloud": lambda f: f(ms, ms * 1.01, mask)}
+             "pansharpen": lambda f: f(ms, ms * 1.01, 2), "s2sr": lambda f: f(ms, ms * 1.01, 2),
+             "cloud": lambda f: f(ms, ms * 1.01, mask)}
     for task in TASKS.values():
         key = task.name if task.name in calls else task.modality
         reported = calls[key](resolve(task.metric_fn))

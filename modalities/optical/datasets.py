@@ -99,26 +99,34 @@ class PansharpenCoding:
 
     MS band ``b``: ``v = (DN - lo_b) / (hi_b - lo_b)`` (1st/99th percentiles of training pixels);
     pan likewise with its own ``lo/hi``; the condition is ``[2 up(v) - 1, 2 pan - 1]`` and the
-    generated variable ``x = scale * (v_ref - up(v))``.
+    generated variable ``x = scale * (v_ref - up(v))``. A guide of several bands (Sentinel-2
+    20 -> 10 m: the four 10 m bands, ``(G, H, W)``) has one ``lo/hi`` per band (arrays).
     """
 
     ms_lo: np.ndarray
     ms_hi: np.ndarray
-    pan_lo: float
-    pan_hi: float
+    pan_lo: float | np.ndarray
+    pan_hi: float | np.ndarray
     residual_scale: float
 
     @classmethod
     def from_card(cls, data: dict[str, Any]) -> PansharpenCoding:
         norm = data["normalization"]
+
+        def guide(v: Any) -> float | np.ndarray:
+            return float(v) if np.isscalar(v) else np.asarray(v, dtype=np.float64)
+
         return cls(np.asarray(norm["ms_lo"], dtype=np.float64), np.asarray(norm["ms_hi"], dtype=np.float64),
-                   float(norm["pan_lo"]), float(norm["pan_hi"]), float(norm["residual_scale"]))
+                   guide(norm["pan_lo"]), guide(norm["pan_hi"]), float(norm["residual_scale"]))
 
     def to_dict(self) -> dict[str, Any]:
+        def guide(v: float | np.ndarray) -> float | list[float]:
+            return float(v) if np.isscalar(v) else np.asarray(v, dtype=np.float64).tolist()
+
         return {"method": "per-band percentiles [1, 99] of training pixels -> [0, 1]; cond = 2 v - 1; "
                           "x = residual_scale * (v_ref - up(v_low))",
-                "ms_lo": self.ms_lo.tolist(), "ms_hi": self.ms_hi.tolist(), "pan_lo": self.pan_lo,
-                "pan_hi": self.pan_hi, "residual_scale": self.residual_scale}
+                "ms_lo": self.ms_lo.tolist(), "ms_hi": self.ms_hi.tolist(), "pan_lo": guide(self.pan_lo),
+                "pan_hi": guide(self.pan_hi), "residual_scale": self.residual_scale}
 
     def ms(self, dn: np.ndarray) -> np.ndarray:
         return (dn - self.ms_lo[:, None, None]) / (self.ms_hi - self.ms_lo)[:, None, None]
@@ -127,11 +135,16 @@ class PansharpenCoding:
         return v * (self.ms_hi - self.ms_lo)[:, None, None] + self.ms_lo[:, None, None]
 
     def pan(self, dn: np.ndarray) -> np.ndarray:
-        return (dn - self.pan_lo) / (self.pan_hi - self.pan_lo)
+        if np.isscalar(self.pan_lo):
+            return (dn - self.pan_lo) / (self.pan_hi - self.pan_lo)
+        lo, hi = np.asarray(self.pan_lo)[:, None, None], np.asarray(self.pan_hi)[:, None, None]
+        return (dn - lo) / (hi - lo)
 
     def cond(self, up_ms_dn: np.ndarray, pan_dn: np.ndarray) -> np.ndarray:
-        """``(C+1, H, W)`` float32 condition from the interpolated MS and the pan (data units)."""
-        return np.concatenate([2 * self.ms(up_ms_dn) - 1, (2 * self.pan(pan_dn) - 1)[None]]).astype(np.float32)
+        """``(C+G, H, W)`` float32 condition from the interpolated MS and the pan ``(H, W)`` or guide ``(G, H, W)``."""
+        guide = 2 * self.pan(pan_dn) - 1
+        return np.concatenate([2 * self.ms(up_ms_dn) - 1, guide[None] if guide.ndim == 2 else guide]
+                              ).astype(np.float32)
 
     def decode(self, x: np.ndarray, up_ms_dn: np.ndarray) -> np.ndarray:
         """Network residual ``x`` -> sharpened MS in data units."""

@@ -17,6 +17,15 @@ keeps ``x[phase::r]`` and interpolation evaluates the coarse image at ``(k - pha
 pixel centres of every pair this module produces coincide exactly; the Wald reduction of a 30 m
 MS image uses the same ``phase = r // 2`` convention.
 
+Block-aligned grids (Sentinel-2 10/20/60 m): a coarse pixel covers ``r x r`` fine pixels, so its
+centre falls *between* fine pixels, at a half-integer phase (``(r - 1) / 2`` for a grid starting
+at the block corner; :func:`grid_offset` reads any integer or half-integer offset from two
+transforms). :func:`decimate` then takes the mean of the two fine pixels either side of each
+coarse centre (per axis), a 2-tap filter of response ``cos(pi f)``; :func:`wald_degrade`
+divides the Gaussian's Nyquist gain by that response at the coarse Nyquist, ``cos(pi / (2 r))``,
+so the *total* degradation still has the band's MTF gain there. :func:`upsample` accepts the
+same half-integer phases, one per axis when rows and columns differ.
+
 Interpolation (:func:`upsample`) is cubic-spline interpolation (``scipy.ndimage.map_coordinates``,
 order 3, mirror boundary), the "EXP" expansion of the pan-sharpening literature (the toolbox
 uses a 23-tap polynomial kernel; both are cubic-order interpolators). No maintained library
@@ -31,7 +40,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["mtf_sigma", "mtf_blur", "decimate", "wald_degrade", "upsample", "synthesize_pan", "grid_phase"]
+__all__ = ["mtf_sigma", "mtf_blur", "decimate", "wald_degrade", "upsample", "synthesize_pan", "grid_phase",
+           "grid_offset", "is_half_phase"]
 
 
 def mtf_sigma(ratio: int, gain: float) -> float:
@@ -63,34 +73,66 @@ def mtf_blur(image: np.ndarray, ratio: int, gains: float | Sequence[float]) -> n
     return out
 
 
-def decimate(image: np.ndarray, ratio: int, phase: int | None = None) -> np.ndarray:
-    """Keep every ``ratio``-th pixel starting at ``phase`` (default ``ratio // 2``) on the last two axes."""
-    p = ratio // 2 if phase is None else int(phase)
-    return np.ascontiguousarray(image[..., p::ratio, p::ratio])
+def is_half_phase(phase: float | None) -> bool:
+    """Whether ``phase`` is a half-integer (coarse centres between fine pixels); ``ValueError`` if neither."""
+    if phase is None:
+        return False
+    twice = 2 * float(phase)
+    if abs(twice - round(twice)) > 1e-9:
+        raise ValueError(f"grid phase must be an integer or a half-integer, got {phase}")
+    return round(twice) % 2 == 1
 
 
-def wald_degrade(image: np.ndarray, ratio: int, gains: float | Sequence[float], phase: int | None = None
+def decimate(image: np.ndarray, ratio: int, phase: float | None = None) -> np.ndarray:
+    """Keep every ``ratio``-th pixel starting at ``phase`` (default ``ratio // 2``) on the last two axes.
+
+    A half-integer ``phase`` ``k + 0.5`` (block-aligned grids) takes the mean of fine pixels ``k + r j``
+    and ``k + 1 + r j`` on each axis (as many coarse pixels as both exist for).
+    """
+    if not is_half_phase(phase):
+        p = ratio // 2 if phase is None else int(round(float(phase)))
+        return np.ascontiguousarray(image[..., p::ratio, p::ratio])
+    k = int(np.floor(float(phase)))
+    img = np.asarray(image, dtype=np.float64)
+    for axis in (-2, -1):
+        a = np.moveaxis(img, axis, -1)
+        lo, hi = a[..., k::ratio], a[..., k + 1::ratio]
+        n = min(lo.shape[-1], hi.shape[-1])
+        img = np.moveaxis(0.5 * (lo[..., :n] + hi[..., :n]), -1, axis)
+    return np.ascontiguousarray(img)
+
+
+def wald_degrade(image: np.ndarray, ratio: int, gains: float | Sequence[float], phase: float | None = None
                  ) -> np.ndarray:
-    """Wald's reduction: MTF-matched blur then decimation by ``ratio`` (float64)."""
+    """Wald's reduction: MTF-matched blur then decimation by ``ratio`` (float64).
+
+    With a half-integer ``phase`` the Gaussian's gain is ``gain / cos(pi / (2 ratio))``, so that
+    blur and the 2-tap mean of :func:`decimate` together have the MTF gain at the coarse Nyquist.
+    """
+    if is_half_phase(phase):
+        box = math.cos(math.pi / (2 * ratio))
+        gains = (float(gains) / box if np.isscalar(gains) else [float(g) / box for g in gains])
     return decimate(mtf_blur(image, ratio, gains), ratio, phase)
 
 
-def upsample(image: np.ndarray, ratio: int, shape: tuple[int, int] | None = None, phase: int | None = None,
-             offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+def upsample(image: np.ndarray, ratio: int, shape: tuple[int, int] | None = None,
+             phase: float | tuple[float, float] | None = None, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Cubic-spline interpolation of ``(C, h, w)`` onto the fine grid (float64).
 
     Fine pixel ``k`` samples the coarse image at ``(k + offset - phase) / ratio``; ``shape``
     (default ``(h r, w r)``) is the fine output size and ``offset`` the fine-grid index of the
-    output's first pixel (used by tiles that start inside a scene).
+    output's first pixel (used by tiles that start inside a scene). ``phase`` may be a
+    half-integer, and a ``(row, col)`` pair when the two axes differ.
     """
     img = np.asarray(image, dtype=np.float64)
     squeeze = img.ndim == 2
     if squeeze:
         img = img[None]
-    p = ratio // 2 if phase is None else int(phase)
+    pr, pc = (ratio // 2, ratio // 2) if phase is None else (
+        (float(phase), float(phase)) if np.isscalar(phase) else (float(phase[0]), float(phase[1])))
     h, w = shape or (img.shape[-2] * ratio, img.shape[-1] * ratio)
-    rows = (np.arange(h) + offset[0] - p) / ratio
-    cols = (np.arange(w) + offset[1] - p) / ratio
+    rows = (np.arange(h) + offset[0] - pr) / ratio
+    cols = (np.arange(w) + offset[1] - pc) / ratio
     grid = np.meshgrid(rows, cols, indexing="ij")
     out = np.empty((img.shape[0], h, w))
     for c in range(img.shape[0]):
@@ -124,4 +166,23 @@ def grid_phase(coarse_transform: Sequence[float], fine_transform: Sequence[float
         if abs(v - round(v)) > 1e-6 or round(v) < 0:
             raise ValueError(f"coarse pixel centres fall at fine index {v:g}, not on a fine pixel centre")
         out.append(int(round(v)))
+    return out[0], out[1]
+
+
+def grid_offset(coarse_transform: Sequence[float], fine_transform: Sequence[float], ratio: int
+                ) -> tuple[float, float]:
+    """Fine-pixel index (row, col) of the centre of coarse pixel (0, 0): integer or half-integer, any sign.
+
+    The block-aligned counterpart of :func:`grid_phase` (Sentinel-2: a 20 m centre lies on the
+    corner between four 10 m pixels). ``ValueError`` when the grids are not nested.
+    """
+    a, _, c, _, e, f = (float(v) for v in coarse_transform[:6])
+    fa, _, fc, _, fe, ff = (float(v) for v in fine_transform[:6])
+    if not (math.isclose(a / fa, ratio, rel_tol=1e-6) and math.isclose(e / fe, ratio, rel_tol=1e-6)):
+        raise ValueError(f"pixel sizes {a:g}/{fa:g} are not in the ratio {ratio}")
+    out = []
+    for v in ((f + e / 2 - ff) / fe - 0.5, (c + a / 2 - fc) / fa - 0.5):
+        if abs(2 * v - round(2 * v)) > 1e-6:
+            raise ValueError(f"coarse pixel centres fall at fine index {v:g}, neither on nor between fine pixels")
+        out.append(round(2 * v) / 2)
     return out[0], out[1]

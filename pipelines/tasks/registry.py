@@ -56,6 +56,11 @@ PANSHARPEN_CONVENTION = (
     "SAM: degrees, mean over pixels (torchmetrics); ERGAS: 100/ratio * sqrt(mean_b (RMSE_b/mean_b)^2) "
     "(torchmetrics); SCC: Laplacian high-pass correlation. Full resolution: torchmetrics D_lambda, D_s (11x11 "
     "Gaussian UIQI; MTF-degraded pan as pan_lr), QNR = (1-D_lambda)(1-D_s).")
+S2SR_CONVENTION = (
+    "Wald reduced resolution on the held-out area, block-aligned Sentinel-2 grids: 20 m bands -> 40 m input, 10 m "
+    "guide bands -> 20 m (MTF-matched Gaussians with the MSI gains at Nyquist, 2-tap mean at the half-pixel phase "
+    "0.5); reference = the original 20 m bands in DN. Q2n (Q8, 32x32 blocks), SAM (degrees), ERGAS (ratio 2), SCC "
+    "as for pansharpen. Classical methods band-wise with a least-squares synthetic pan per 20 m band.")
 CLOUD_CONVENTION = (
     "TOA reflectance; regions: inside / outside the cloud mask; PSNR with data range = max of the clear reference; "
     "SSIM: skimage 7x7 uniform window, map averaged over the region; SAM degrees; MAE; outside_equal: fraction of "
@@ -206,6 +211,20 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
         evaluate=_REMOTE_EVALUATE, reconstruct=_REMOTE_RECONSTRUCT,
         options=("--ms", "--pan", "--ratio", "--crop", "--pan-band", "--tile", "--overlap"),
         reconstruct_input="an ingested pan + MS product (groups res_15m, res_30m)"),
+    Task(
+        name="s2sr", modality="optical",
+        summary="Sentinel-2 20 m -> 10 m super-resolution of B05, B06, B07, B8A, B11, B12 guided by B02, B03, B04, B08",
+        physics=Physics(operator="scorerecon.modalities.optical.degradation:wald_degrade",
+                        simulate="scorerecon.modalities.optical.s2_superres:wald_pair"),
+        baselines="scorerecon.modalities.optical.s2_superres:S2SR_BASELINES",
+        solvers=("diffusion",), default_solver="diffusion", conditional=("diffusion",),
+        priors=MappingProxyType({"cond": "s2_sr20"}),
+        metrics=("q2n", "sam", "ergas", "scc"), primary="ergas",
+        metric_fn="scorerecon.modalities.optical.metrics:pansharpen_reduced",
+        convention=S2SR_CONVENTION, nfe=2, samples=5,
+        evaluate=_REMOTE_EVALUATE, reconstruct=_REMOTE_RECONSTRUCT,
+        options=("--ms", "--crop", "--tile", "--overlap"),
+        reconstruct_input="an ingested Sentinel-2 product with the 10 m and 20 m bands (groups res_10m, res_20m)"),
     Task(
         name="cloud", modality="optical",
         summary="cloud removal: a cloudy Sentinel-2 scene + another clear date -> the clear scene",
