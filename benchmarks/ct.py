@@ -72,6 +72,30 @@ def tune_t0(args: argparse.Namespace) -> float:
     return tune("ct", args, TUNE_SLICES, {"23 views": {"views": 23}, "8 views": {"views": 8}}, "the prior's scan")
 
 
+def tune_tv_xy(args: argparse.Namespace) -> float:
+    """The in-plane TV weight of the DDS data step chosen on TRAINING slices (best mean PSNR over 23 and 8 views)."""
+    grid = [float(v) for v in args.tv_xy_grid.split(",")]
+    start = time.perf_counter()
+    variants = {f"tv_xy={v:g}": {"solver": args.solver, "tv_xy": v} for v in grid}
+    rows, scores = [], {v: [] for v in grid}
+    for label, views in (("23 views", 23), ("8 views", 8)):
+        m = evaluate("ct", args.store, TUNE_SLICES, checkpoint=args.checkpoint, nfe=args.nfe, seed=0,
+                     solvers=[args.solver], baselines=["tv"], crop=args.crop, variants=variants, tuning=True,
+                     warm_start="none", views=views)["methods"]
+        for v in grid:
+            scores[v].append(m[f"tv_xy={v:g}"]["psnr"])
+        rows.append(f"| {label} | {m['tv']['psnr']:.2f} | {m[args.solver]['psnr']:.2f} | "
+                    + " | ".join(f"{m[f'tv_xy={v:g}']['psnr']:.2f}" for v in grid) + " |")
+    best = max(grid, key=lambda v: sum(scores[v]))
+    print(f"\n#### In-plane TV weight of the data step chosen on TRAINING slices {TUNE_SLICES} of the prior's scan "
+          f"({args.solver}, one sample, {args.nfe} NFE, cold)\n")
+    print(f"| setting | TV | {args.solver} | " + " | ".join(f"tv_xy={v:g}" for v in grid) + " |")
+    print("|" + "---|" * (len(grid) + 3))
+    print("\n".join(rows))
+    print(f"\nchosen tv_xy = {best:g} (best mean PSNR). Wall {time.perf_counter() - start:.0f} s.", flush=True)
+    return best
+
+
 def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
     """Per-patient rows on unseen CT slices, their mean, and held-out slices of the training scan."""
     from unseen import available, ct_subjects, diffusion_variants, evaluate_subject, save_json, summary_table
@@ -80,6 +104,9 @@ def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
     if why:
         print(f"\n{why}")
     variants = diffusion_variants(args.solver, args.samples, t0, "tv")
+    if args.tv_xy:
+        for variant in variants.values():
+            variant["tv_xy"] = args.tv_xy
     payload = []
     view_list = [int(v) for v in args.views_list.split(",")] if args.views_list else ([23] if args.quick else [23, 8])
     for views in view_list:
@@ -95,7 +122,8 @@ def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
         held["subject"] = "head CT (the training scan)"
         results.append(held)
         print(f"\n#### Unseen patients, {views} views over [0, 180), PSNR (dB), HU windowed [-1000, 400]; diffusion = "
-              f"{args.solver} mean of {args.samples} samples x {args.nfe} NFE, warm = from TV at t0 = {t0:g}; prior "
+              f"{args.solver}{f' with in-plane TV {args.tv_xy:g} in the data step' if args.tv_xy else ''} mean of "
+              f"{args.samples} samples x {args.nfe} NFE, warm = from TV at t0 = {t0:g}; prior "
               f"{Path(args.checkpoint).name}\n")
         print(summary_table(results, BASELINES, "tv"))
         print(f"\nWall {time.perf_counter() - start:.0f} s.", flush=True)
@@ -156,6 +184,10 @@ def main() -> None:
     parser.add_argument("--solver", default="dds", help="the diffusion solver of the unseen tables (default dds)")
     parser.add_argument("--t0", type=float, default=None, help="warm-start t0 (default: chosen by the tune part)")
     parser.add_argument("--t0-grid", default="0.1,0.2,0.3,0.5", help="t0 values the tune part tries")
+    parser.add_argument("--tv-xy", type=float, default=None,
+                        help="in-plane TV weight in the DDS data step of the unseen rows "
+                             "(default: the tvxy part's choice, else 0 = plain DDS)")
+    parser.add_argument("--tv-xy-grid", default="0.001,0.002,0.003", help="weights the tvxy part tries")
     parser.add_argument("--unseen-crop", type=int, default=256,
                         help="centre crop of the unseen 512^2 slices at their native pixel size (default 256)")
     parser.add_argument("--slices", default="50,58", help="held-out slices of the prior")
@@ -181,6 +213,8 @@ def main() -> None:
     print(f"# benchmarks/ct.py ({time.strftime('%Y-%m-%d', time.gmtime())})\n\n`python {' '.join(sys.argv)}`\n\n"
           "Convention: HU clamped to [-1000, 400] and mapped to [0, 1], data range 1; PSNR over the slices, SSIM "
           "(skimage 7x7) per slice averaged; noise-free parallel-beam sinograms; `*` = best of its family by PSNR.")
+    if "tvxy" in parts and args.tv_xy is None:
+        args.tv_xy = tune_tv_xy(args)
     if "unseen" in parts:
         t0 = args.t0 if args.t0 is not None else (tune_t0(args) if "tune" in parts else 0.2)
         unseen_subjects(args, t0)

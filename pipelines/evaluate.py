@@ -213,7 +213,9 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     with the same data step), for few-step vs. many-step comparisons on the same model; a variant's
     ``"samples": N`` makes it the mean of N posterior samples (the MMSE estimate; NFE counted N times),
     and a variant's ``"tv_z": lam`` reconstructs the slices as one volume (consecutive slices: the
-    2-D prior with TV along z, :func:`~scorerecon.pipelines.tasks.volume.reconstruct_volume`).
+    2-D prior with TV along z, :func:`~scorerecon.pipelines.tasks.volume.reconstruct_volume`); a
+    variant's ``"tv_xy": lam`` replaces its data step by the DDS step with in-plane TV
+    (:class:`~scorerecon.pipelines.tasks.tv_admm.TVxyADMM`, slices independent).
     ``samples`` does that for every solver.
     ``coils > 1`` (MRI) simulates multi-coil k-space (birdcage maps + a smooth phase, seeded per
     slice); the baselines and solvers then use the simulation's maps (``coil_maps="true"``, the
@@ -354,15 +356,20 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
         base, budget = settings.pop("solver"), int(settings.pop("nfe", nfe))
         draws = int(settings.pop("samples", samples))
         runs.append((name, base, budget, draws, settings))
-        extra = {k: settings[k] for k in ("tv_z", "admm", "warm_start", "t0") if k in settings}
+        extra = {k: settings[k] for k in ("tv_z", "tv_xy", "admm", "warm_start", "t0") if k in settings}
         step = {k: v for k, v in settings.items() if k not in extra}
         params["solver_settings"][name] = {**problem.spec(base, **step), "solver": base, "nfe": budget,
                                            "samples": draws, **extra}
     for solver, base, budget, draws, settings in runs:
         run = reconstruct
+        settings, init_secs, init = dict(settings), 0.0, {}
         if "tv_z" in settings:
             from scorerecon.pipelines.tasks.volume import reconstruct_volume as run
-        settings, init_secs, init = dict(settings), 0.0, {}
+        if settings.get("tv_xy"):  # the DDS step with in-plane TV (pipelines/tasks/tv_admm.py)
+            from scorerecon.pipelines.tasks.tv_admm import tv_xy_factory
+
+            settings["guidance"] = tv_xy_factory(float(settings.pop("tv_xy")), **settings.pop("admm", {}))
+        settings.pop("tv_xy", None)
         source, start_t = settings.pop("warm_start", None), settings.pop("t0", None)
         if source not in (None, "none"):
             init_image, init_secs = _initialiser(source, classical, task, kspace if task == "mri" else sino,
