@@ -187,7 +187,8 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
              resample: bool | str = True, images: np.ndarray | None = None,
              pixel_spacing: tuple[float, float] | None = None,
              source_files: list[dict[str, Any]] | None = None, tuning: bool = False,
-             keep_images: bool = False, nonfinite: str = "refuse", engine: Any = None) -> dict[str, Any]:
+             keep_images: bool = False, nonfinite: str = "refuse", engine: Any = None,
+             tv_xy: float | str = "default") -> dict[str, Any]:
     """Run baselines and diffusion solvers on slices of ``store`` (or on ``images``); returns the result dict.
 
     ``images`` ``(S, H, W)`` replaces the store for data no reader ingests (e.g. a raw slice):
@@ -196,7 +197,9 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     source) describe them and ``store`` is only a name. ``warm_start`` (a baseline name; ``"default"``:
     :data:`~scorerecon.pipelines.tasks.WARM_START`, ``None``/``"none"``: from noise) and ``t0``
     (default :data:`~scorerecon.pipelines.tasks.WARM_T0`) warm-start every solver (a variant's
-    ``"warm_start"``/``"t0"`` keys set it for one run);
+    ``"warm_start"``/``"t0"`` keys set it for one run); ``tv_xy`` (``"default"``:
+    :data:`~scorerecon.pipelines.tasks.TV_XY`) is the in-plane TV weight of the ``dds`` / ``prox``
+    data step (a variant's ``"tv_xy"`` key sets it for one run);
     ``resample=False`` keeps the solvers on the input grid whatever the prior's pixel spacing
     (``"always"`` also moves a finer input to the prior's coarser grid, see :func:`~scorerecon.
     pipelines.tasks.grid.plan_grid`).
@@ -343,16 +346,24 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     if int(samples) < 1:
         raise InputError(None, f"--samples must be >= 1, got {samples}")
     params["samples"] = int(samples)
-    from scorerecon.pipelines.tasks import WARM_START, WARM_T0
+    from scorerecon.pipelines.tasks import TV_XY, TV_XY_SOLVERS, WARM_START, WARM_T0
 
     warm_start = WARM_START[task] if warm_start == "default" else warm_start
     t0 = WARM_T0 if t0 is None else float(t0)
     warm = {} if warm_start in (None, "none") else {"warm_start": warm_start, "t0": t0}
+    tv_xy = TV_XY[task] if tv_xy == "default" else float(tv_xy)
+    if tv_xy < 0:
+        raise InputError(None, f"--tv-xy must be >= 0, got {tv_xy}")
+
+    def with_tv(solver: str, settings: dict[str, Any]) -> dict[str, Any]:
+        return {"tv_xy": tv_xy, **settings} if tv_xy > 0 and solver in TV_XY_SOLVERS else settings
+
     params["warm_start"] = warm or None
-    params["solver_settings"] = {s: {**problem.spec(s), **warm} for s in solvers}
-    runs = [(s, s, nfe, int(samples), dict(warm)) for s in solvers]
+    params["tv_xy"] = tv_xy
+    params["solver_settings"] = {s: {**problem.spec(s), **with_tv(s, warm)} for s in solvers}
+    runs = [(s, s, nfe, int(samples), with_tv(s, dict(warm))) for s in solvers]
     for name, variant in (variants or {}).items():
-        settings = {**warm, **dict(variant)}
+        settings = with_tv(variant["solver"], {**warm, **dict(variant)})
         base, budget = settings.pop("solver"), int(settings.pop("nfe", nfe))
         draws = int(settings.pop("samples", samples))
         runs.append((name, base, budget, draws, settings))
@@ -521,7 +532,8 @@ def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                     downsample=args.downsample, device=args.device, log=log, coils=args.coils,
                     coil_maps=args.coil_maps, samples=args.samples or 1, warm_start=args.warm_start, t0=args.t0,
                     resample=not args.no_resample, keep_images=getattr(args, "images", None) is not None,
-                    nonfinite=args.nonfinite, engine=engine_config(args))
+                    nonfinite=args.nonfinite, engine=engine_config(args),
+                    tv_xy="default" if args.tv_xy is None else args.tv_xy)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -589,6 +601,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="mri/ct: start every solver at --t0 from this baseline's result (tv, l1_wavelet, "
                         "zero_filled; fbp, sart; default: none = from noise, see pipelines.tasks.WARM_START)")
     parser.add_argument("--t0", type=float, default=None, help="warm start: diffusion time to start at (default 0.1)")
+    parser.add_argument("--tv-xy", type=float, default=None,
+                        help="ct: in-plane TV weight in the dds / prox data step (default: pipelines.tasks.TV_XY; "
+                        "0 = the plain DDS step)")
     parser.add_argument("--no-resample", action="store_true",
                         help="mri/ct: keep the solvers on the input grid even when its pixel differs >15%% from "
                         "the prior's")

@@ -83,3 +83,26 @@ def test_evaluate_variant_runs_the_tv_step_on_ct(tmp_path) -> None:
     plain, tvxy = result["methods"]["dds"], result["methods"]["dds_tvxy"]
     assert np.isfinite(tvxy["psnr"]) and tvxy["nfe"] == plain["nfe"]
     assert tvxy["psnr"] != plain["psnr"]  # a different data step ran
+
+
+def test_reconstruct_cli_runs_and_records_the_tv_step(tmp_path, capsys) -> None:
+    from scorerecon.modalities.io.store import open_store
+    from scorerecon.pipelines.cli import main
+
+    ckpt = REPO / "checkpoints" / "head_ct_ddpm"
+    if not (ckpt / "model_card.json").is_file():
+        pytest.skip("checkpoints/head_ct_ddpm not present")
+    store = tmp_path / "ct.zarr"
+    assert main(["ingest", str(HEAD_CT), "-o", str(store)]) in (0, None)
+    common = ["reconstruct", "--task", "ct", "--input", str(store), "--slices", "40", "--views", "8", "--crop", "32",
+              "--nfe", "2", "--threads", "1", "--quiet"]
+    assert main([*common, "-o", str(tmp_path / "tv.zarr"), "--tv-xy", "0.002"]) == 0
+    assert open_store(tmp_path / "tv.zarr").attrs["reconstruction"]["tv_xy"] == 0.002
+    assert main([*common, "-o", str(tmp_path / "plain.zarr"), "--tv-xy", "0"]) == 0
+    plain = open_store(tmp_path / "plain.zarr")
+    assert plain.attrs["reconstruction"]["tv_xy"] == 0.0
+    assert not np.array_equal(plain["image"].values, open_store(tmp_path / "tv.zarr")["image"].values)
+    capsys.readouterr()
+    assert main([*common, "-o", str(tmp_path / "bad.zarr"), "--tv-xy", "-1"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tv-xy must be >= 0" in err[0] and not (tmp_path / "bad.zarr").exists()

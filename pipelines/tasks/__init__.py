@@ -129,6 +129,12 @@ DEFAULT_SOLVERS: dict[str, dict[str, Any]] = {
 WARM_START: dict[str, str] = {"mri": "none", "ct": "none"}
 WARM_T0 = 0.1
 
+#: The in-plane TV weight of the DDS / prox data step (:class:`~.tv_admm.TVxyADMM`) evaluate and
+#: reconstruct use unless told otherwise (``--tv-xy``), per modality; 0 = the plain DDS step.
+TV_XY: dict[str, float] = {"mri": 0.0, "ct": 0.0}
+#: the solvers whose data step the TV step replaces (the anchored CG / proximal steps)
+TV_XY_SOLVERS: tuple[str, ...] = ("dds", "prox")
+
 
 def solver_spec(name: str, **overrides: Any) -> dict[str, Any]:
     """The settings of solver ``name`` (:data:`DEFAULT_SOLVERS`) with ``overrides`` applied."""

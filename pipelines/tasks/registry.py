@@ -193,7 +193,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
         metrics=("psnr", "ssim", "nmse"), primary="psnr", metric_fn="scorerecon.modalities.metrics:ct_metrics",
         convention=CT_CONVENTION, nfe=50, samples=1,
         evaluate="scorerecon.pipelines.evaluate", reconstruct="scorerecon.pipelines.reconstruct:run_medical",
-        options=("--slices", "--views", "--arc", "--warm-start", "--t0", "--no-resample", "--tv-z", "--crop",
+        options=("--slices", "--views", "--arc", "--warm-start", "--t0", "--no-resample", "--tv-z", "--tv-xy", "--crop",
                  "--downsample", "--nonfinite"),
         reconstruct_input="a CT image store (z, y, x) in HU (a sinogram is simulated) or a sinogram store "
                           "(z, angle, det)"),
