@@ -73,40 +73,20 @@ def tune_t0(args: argparse.Namespace) -> float:
 
 
 def tune_tv_xy(args: argparse.Namespace) -> float:
-    """The in-plane TV weight of the DDS data step chosen on TRAINING slices (best mean PSNR over 23 and 8 views)."""
-    grid = [float(v) for v in args.tv_xy_grid.split(",")]
-    start = time.perf_counter()
-    variants = {f"tv_xy={v:g}": {"solver": args.solver, "tv_xy": v} for v in grid}
-    rows, scores = [], {v: [] for v in grid}
-    for label, views in (("23 views", 23), ("8 views", 8)):
-        m = evaluate("ct", args.store, TUNE_SLICES, checkpoint=args.checkpoint, nfe=args.nfe, seed=0,
-                     solvers=[args.solver], baselines=["tv"], crop=args.crop, variants=variants, tuning=True,
-                     warm_start="none", views=views)["methods"]
-        for v in grid:
-            scores[v].append(m[f"tv_xy={v:g}"]["psnr"])
-        rows.append(f"| {label} | {m['tv']['psnr']:.2f} | {m[args.solver]['psnr']:.2f} | "
-                    + " | ".join(f"{m[f'tv_xy={v:g}']['psnr']:.2f}" for v in grid) + " |")
-    best = max(grid, key=lambda v: sum(scores[v]))
-    print(f"\n#### In-plane TV weight of the data step chosen on TRAINING slices {TUNE_SLICES} of the prior's scan "
-          f"({args.solver}, one sample, {args.nfe} NFE, cold)\n")
-    print(f"| setting | TV | {args.solver} | " + " | ".join(f"tv_xy={v:g}" for v in grid) + " |")
-    print("|" + "---|" * (len(grid) + 3))
-    print("\n".join(rows))
-    print(f"\nchosen tv_xy = {best:g} (best mean PSNR). Wall {time.perf_counter() - start:.0f} s.", flush=True)
-    return best
+    """The in-plane TV weight of the data step chosen on TRAINING slices of the prior's scan (23 and 8 views)."""
+    from unseen import tune_tv_xy as tune
+
+    return tune("ct", args, TUNE_SLICES, {"23 views": {"views": 23}, "8 views": {"views": 8}}, "the prior's scan")
 
 
 def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
     """Per-patient rows on unseen CT slices, their mean, and held-out slices of the training scan."""
-    from unseen import available, ct_subjects, diffusion_variants, evaluate_subject, save_json, summary_table
+    from unseen import available, ct_subjects, diffusion_variants_tv, evaluate_subject, save_json, summary_table
 
     subjects, why = available(ct_subjects)
     if why:
         print(f"\n{why}")
-    variants = diffusion_variants(args.solver, args.samples, t0, "tv")
-    if args.tv_xy:
-        for variant in variants.values():
-            variant["tv_xy"] = args.tv_xy
+    variants = diffusion_variants_tv(args.solver, args.samples, t0, "tv", args.tv_xy)
     payload = []
     view_list = [int(v) for v in args.views_list.split(",")] if args.views_list else ([23] if args.quick else [23, 8])
     for views in view_list:

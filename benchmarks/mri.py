@@ -79,9 +79,17 @@ def tune_t0(args: argparse.Namespace) -> float:
                 "the prior's training volume")
 
 
+def tune_tv_xy(args: argparse.Namespace) -> float:
+    """The in-plane TV weight of the data step chosen on training slices (R = 4 and 8)."""
+    from unseen import tune_tv_xy as tune
+
+    return tune("mri", args, TUNE_SLICES, {f"R={a:g}": {"accel": a, "mask": "random"} for a in (4.0, 8.0)},
+                "the prior's training volume")
+
+
 def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
     """Per-subject rows on unseen brain MR, their mean, and held-out slices of the training subject."""
-    from unseen import available, diffusion_variants, evaluate_subject, mri_subjects, save_json, summary_table
+    from unseen import available, diffusion_variants_tv, evaluate_subject, mri_subjects, save_json, summary_table
 
     subjects, why = available(mri_subjects)
     if why:
@@ -90,7 +98,7 @@ def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
         for s in subjects:
             mid = len(s.slices) // 2
             s.images, s.slices = s.images[mid:mid + 1], s.slices[mid:mid + 1]
-    variants = diffusion_variants(args.solver, args.samples, t0, "tv")
+    variants = diffusion_variants_tv(args.solver, args.samples, t0, "tv", args.tv_xy)
     same = parse_slices(args.slices)[:1] if args.quick else parse_slices(args.slices)
     payload = []
     accels = [float(a) for a in args.accels.split(",")] if args.accels else ([4.0] if args.quick else [4.0, 8.0])
@@ -106,7 +114,8 @@ def unseen_subjects(args: argparse.Namespace, t0: float) -> None:
         held["subject"] = "Colin27 (the training subject)"
         results.append(held)
         print(f"\n#### Unseen subjects, R={accel:g}, 1 coil, random 1-D mask, {args.crop}^2 crop, PSNR (dB); diffusion"
-              f" = {args.solver} mean of {args.samples} samples x {args.nfe} NFE, warm = from TV at t0 = {t0:g}; "
+              f" = {args.solver}{f' with in-plane TV {args.tv_xy:g} in the data step' if args.tv_xy else ''} mean of "
+              f"{args.samples} samples x {args.nfe} NFE, warm = from TV at t0 = {t0:g}; "
               f"prior {Path(args.checkpoint).name}\n")
         print(summary_table(results, BASELINES, "tv"))
         print(f"\nWall {time.perf_counter() - start:.0f} s.", flush=True)
@@ -214,6 +223,10 @@ def main() -> None:
     parser.add_argument("--solver", default="dds", help="the diffusion solver of the unseen tables (default dds)")
     parser.add_argument("--t0", type=float, default=None, help="warm-start t0 (default: chosen by the tune part)")
     parser.add_argument("--t0-grid", default="0.1,0.2,0.3,0.5", help="t0 values the tune part tries")
+    parser.add_argument("--tv-xy", type=float, default=None,
+                        help="in-plane TV weight in the DDS data step of the unseen rows "
+                             "(default: the tvxy part's choice, else 0 = plain DDS)")
+    parser.add_argument("--tv-xy-grid", default="0.002,0.004,0.008", help="weights the tvxy part tries")
     parser.add_argument("--slices", default="85,95", help="held-out slices of the prior")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--nfe", type=int, default=30)
@@ -233,6 +246,8 @@ def main() -> None:
           "Convention (fastMRI): magnitude images; PSNR with data range = max of the reference; SSIM (skimage 7x7) "
           "per slice averaged; NMSE. Single-coil k-space simulated noise-free from the slices; `*` = best of its "
           "family by PSNR.")
+    if "tvxy" in parts and args.tv_xy is None:
+        args.tv_xy = tune_tv_xy(args)
     if "unseen" in parts:
         t0 = args.t0 if args.t0 is not None else (tune_t0(args) if "tune" in parts else 0.2)
         unseen_subjects(args, t0)

@@ -213,6 +213,46 @@ def save_json(name: str, payload: Any) -> None:
     (out / name).write_text(json.dumps(payload, indent=1, default=str))
 
 
+def tune_tv_xy(task: str, args: Any, slices: list[int], settings: dict[str, dict[str, Any]], what: str) -> float:
+    """The in-plane TV weight of the DDS data step chosen on TRAINING slices (best mean PSNR over ``settings``),
+    one cold sample per weight of ``args.tv_xy_grid``; prints the table and returns the weight."""
+    import time
+
+    from scorerecon.pipelines.evaluate import evaluate
+
+    grid = [float(v) for v in args.tv_xy_grid.split(",")]
+    scores: dict[float, list[float]] = {v: [] for v in grid}
+    start = time.perf_counter()
+    rows = []
+    for label, options in settings.items():
+        variants = {f"tv_xy={v:g}": {"solver": args.solver, "tv_xy": v} for v in grid}
+        m = evaluate(task, args.store, slices, checkpoint=args.checkpoint, nfe=args.nfe, seed=0, solvers=[args.solver],
+                     baselines=["tv"], crop=args.crop, variants=variants, tuning=True, warm_start="none", tv_xy=0.0,
+                     **options)["methods"]
+        for v in grid:
+            scores[v].append(m[f"tv_xy={v:g}"]["psnr"])
+        rows.append(f"| {label} | {m['tv']['psnr']:.2f} | {m[args.solver]['psnr']:.2f} | "
+                    + " | ".join(f"{m[f'tv_xy={v:g}']['psnr']:.2f}" for v in grid) + " |")
+    best = max(grid, key=lambda v: float(np.mean(scores[v])))
+    print(f"\n#### In-plane TV weight of the data step chosen on TRAINING slices {slices} of {what} ({args.solver}, "
+          f"one sample, {args.nfe} NFE, cold)\n")
+    print(f"| setting | TV | {args.solver} (no TV) | " + " | ".join(f"tv_xy={v:g}" for v in grid) + " |")
+    print("|" + "---|" * (len(grid) + 3))
+    print("\n".join(rows))
+    print(f"\nchosen tv_xy = {best:g} (best mean PSNR over {', '.join(settings)}). "
+          f"Wall {time.perf_counter() - start:.0f} s.", flush=True)
+    return best
+
+
+def diffusion_variants_tv(solver: str, samples: int, t0: float, init: str, tv_xy: float | None
+                          ) -> dict[str, dict[str, Any]]:
+    """:func:`diffusion_variants` with the data step's in-plane TV weight set explicitly (0: plain DDS)."""
+    variants = diffusion_variants(solver, samples, t0, init)
+    for variant in variants.values():
+        variant["tv_xy"] = float(tv_xy or 0.0)
+    return variants
+
+
 def tune_t0(task: str, args: Any, slices: list[int], settings: dict[str, dict[str, Any]], what: str) -> float:
     """The warm start's t0 chosen on TRAINING slices of the prior's data (never on evaluation slices).
 
@@ -231,7 +271,7 @@ def tune_t0(task: str, args: Any, slices: list[int], settings: dict[str, dict[st
         variants = {f"t0={t:g}": {"solver": args.solver, "warm_start": "tv", "t0": t} for t in grid}
         result = evaluate(task, args.store, slices, checkpoint=args.checkpoint, nfe=args.nfe, seed=0,
                           solvers=[args.solver], baselines=["tv"], crop=args.crop, variants=variants, tuning=True,
-                          warm_start="none", **options)
+                          warm_start="none", tv_xy=float(getattr(args, "tv_xy", None) or 0.0), **options)
         m = result["methods"]
         for t in grid:
             scores[t].append(m[f"t0={t:g}"]["psnr"])

@@ -198,7 +198,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     :data:`~scorerecon.pipelines.tasks.WARM_START`, ``None``/``"none"``: from noise) and ``t0``
     (default :data:`~scorerecon.pipelines.tasks.WARM_T0`) warm-start every solver (a variant's
     ``"warm_start"``/``"t0"`` keys set it for one run); ``tv_xy`` (``"default"``:
-    :data:`~scorerecon.pipelines.tasks.TV_XY`) is the in-plane TV weight of the ``dds`` / ``prox``
+    :data:`~scorerecon.pipelines.tasks.TV_XY`) is the in-plane TV weight of the ``dds``
     data step (a variant's ``"tv_xy"`` key sets it for one run);
     ``resample=False`` keeps the solvers on the input grid whatever the prior's pixel spacing
     (``"always"`` also moves a finer input to the prior's coarser grid, see :func:`~scorerecon.
@@ -217,7 +217,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     ``"samples": N`` makes it the mean of N posterior samples (the MMSE estimate; NFE counted N times),
     and a variant's ``"tv_z": lam`` reconstructs the slices as one volume (consecutive slices: the
     2-D prior with TV along z, :func:`~scorerecon.pipelines.tasks.volume.reconstruct_volume`); a
-    variant's ``"tv_xy": lam`` replaces its data step by the DDS step with in-plane TV
+    variant's ``"tv_xy": lam`` (a ``dds`` setting) adds in-plane TV to its data step
     (:class:`~scorerecon.pipelines.tasks.tv_admm.TVxyADMM`, slices independent).
     ``samples`` does that for every solver.
     ``coils > 1`` (MRI) simulates multi-coil k-space (birdcage maps + a smooth phase, seeded per
@@ -367,7 +367,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
         base, budget = settings.pop("solver"), int(settings.pop("nfe", nfe))
         draws = int(settings.pop("samples", samples))
         runs.append((name, base, budget, draws, settings))
-        extra = {k: settings[k] for k in ("tv_z", "tv_xy", "admm", "warm_start", "t0") if k in settings}
+        extra = {k: settings[k] for k in ("tv_z", "admm", "warm_start", "t0") if k in settings}
         step = {k: v for k, v in settings.items() if k not in extra}
         params["solver_settings"][name] = {**problem.spec(base, **step), "solver": base, "nfe": budget,
                                            "samples": draws, **extra}
@@ -376,11 +376,6 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
         settings, init_secs, init = dict(settings), 0.0, {}
         if "tv_z" in settings:
             from scorerecon.pipelines.tasks.volume import reconstruct_volume as run
-        if settings.get("tv_xy"):  # the DDS step with in-plane TV (pipelines/tasks/tv_admm.py)
-            from scorerecon.pipelines.tasks.tv_admm import tv_xy_factory
-
-            settings["guidance"] = tv_xy_factory(float(settings.pop("tv_xy")), **settings.pop("admm", {}))
-        settings.pop("tv_xy", None)
         source, start_t = settings.pop("warm_start", None), settings.pop("t0", None)
         if source not in (None, "none"):
             init_image, init_secs = _initialiser(source, classical, task, kspace if task == "mri" else sino,
@@ -602,7 +597,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "zero_filled; fbp, sart; default: none = from noise, see pipelines.tasks.WARM_START)")
     parser.add_argument("--t0", type=float, default=None, help="warm start: diffusion time to start at (default 0.1)")
     parser.add_argument("--tv-xy", type=float, default=None,
-                        help="ct: in-plane TV weight in the dds / prox data step (default: pipelines.tasks.TV_XY; "
+                        help="ct: in-plane TV weight in the dds data step (default: pipelines.tasks.TV_XY; "
                         "0 = the plain DDS step)")
     parser.add_argument("--no-resample", action="store_true",
                         help="mri/ct: keep the solvers on the input grid even when its pixel differs >15%% from "

@@ -355,16 +355,14 @@ def _solve(args: argparse.Namespace, problem: Any, model: Any, reconstruct: Any,
         if args.tv_z > 0 and problem.shape[0] > 1:
             return reconstruct_volume(problem, model, args.solver, nfe=args.nfe, seed=args.seed, tv_z=args.tv_z,
                                       n_samples=args.samples, device=args.device, engine=engine, **warm)
-        if _tv_xy(args) > 0:  # the DDS / prox data step with in-plane TV (pipelines/tasks/tv_admm.py)
-            from scorerecon.pipelines.tasks.tv_admm import tv_xy_factory
-
-            warm["guidance"] = tv_xy_factory(_tv_xy(args))
+        if _tv_xy(args) > 0:  # the DDS data step with in-plane TV (pipelines/tasks/tv_admm.py)
+            warm["tv_xy"] = _tv_xy(args)
         return reconstruct(problem, model, args.solver, nfe=args.nfe, seed=args.seed, n_samples=args.samples,
                            device=args.device, engine=engine, **warm)
 
 
 def _tv_xy(args: argparse.Namespace) -> float:
-    """The in-plane TV weight this run's data step uses: 0 unless the solver is dds / prox and no TV along z runs."""
+    """The in-plane TV weight this run's data step uses: 0 unless the solver is dds and no TV along z runs."""
     from scorerecon.pipelines.tasks import TV_XY, TV_XY_SOLVERS
 
     weight = TV_XY.get(args.task, 0.0) if getattr(args, "tv_xy", None) is None else float(args.tv_xy)
@@ -485,7 +483,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tv-z", type=float, default=0.0,
                         help="TV weight along z: > 0 reconstructs the slices as one volume (ADMM; solver dds/prox)")
     parser.add_argument("--tv-xy", type=float, default=None,
-                        help="ct: in-plane TV weight in the dds / prox data step (default: pipelines.tasks.TV_XY; "
+                        help="ct: in-plane TV weight in the dds data step (default: pipelines.tasks.TV_XY; "
                         "0 = the plain DDS step; not combined with --tv-z)")
     from scorerecon.pipelines.nonfinite import add_argument as add_nonfinite
 

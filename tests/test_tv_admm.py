@@ -106,3 +106,24 @@ def test_reconstruct_cli_runs_and_records_the_tv_step(tmp_path, capsys) -> None:
     assert main([*common, "-o", str(tmp_path / "bad.zarr"), "--tv-xy", "-1"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tv-xy must be >= 0" in err[0] and not (tmp_path / "bad.zarr").exists()
+
+
+def test_dds_setting_selects_the_tv_step_and_keeps_slices_independent(ct_case) -> None:
+    from scorerecon.models.checkpoint import load_score_model
+    from scorerecon.pipelines.tasks import make_guidance, reconstruct, solver_spec
+
+    prob, _ = ct_case
+    assert isinstance(make_guidance("dds", prob.operator, prob.y, solver_spec("dds", tv_xy=2e-3)), TVxyADMM)
+    assert not isinstance(make_guidance("dds", prob.operator, prob.y, solver_spec("dds")), TVxyADMM)
+    ckpt = REPO / "checkpoints" / "head_ct_ddpm"
+    if not (ckpt / "model_card.json").is_file():
+        pytest.skip("checkpoints/head_ct_ddpm not present")
+    model = load_score_model(ckpt).eval()
+    from scorerecon.pipelines.engine import EngineConfig
+
+    prob.slice_ids = [30, 40]  # each slice's noise stream named by its index, as evaluate / reconstruct do
+    with torch.no_grad():
+        whole = reconstruct(prob, model, "dds", nfe=2, seed=0, tv_xy=2e-3, engine=EngineConfig(batch_size=2))
+        cut = reconstruct(prob, model, "dds", nfe=2, seed=0, tv_xy=2e-3, engine=EngineConfig(batch_size=1))
+    assert whole.spec["tv_xy"] == 2e-3 and cut.execution["sampler_calls"] == 2  # one slice per call
+    torch.testing.assert_close(cut.model_state, whole.model_state, rtol=0, atol=1e-3)

@@ -111,7 +111,8 @@ DEFAULT_SOLVERS: dict[str, dict[str, Any]] = {
     "dc": {"sampler": "ddim", "eta": 1.0, "lam": 1.0},
     "projection": {"sampler": "ddim", "eta": 1.0, "lam": 0.8},
     "dps": {"sampler": "ddim", "eta": 1.0, "step_size": 2.0},
-    "dds": {"sampler": "ddim", "eta": 0.85, "cg_iter": 5, "lam": 1e-2},
+    # tv_xy > 0: the same anchored CG step with in-plane TV added (ADMM, .tv_admm.TVxyADMM)
+    "dds": {"sampler": "ddim", "eta": 0.85, "cg_iter": 5, "lam": 1e-2, "tv_xy": 0.0},
     "prox": {"sampler": "ddim", "eta": 0.85, "lam": 1e-2},
     # LoRA rank 4, Adam 1e-3 (DDIP's kind of adapter): on Colin27 TRAINING slices z = 60, 120 no adapter or rate
     # beat plain dds and LoRA 3e-4..3e-3 / norm 1e-3 were within 0.09 dB (benchmarks/adaptation.py, docs/medical.md)
@@ -129,11 +130,11 @@ DEFAULT_SOLVERS: dict[str, dict[str, Any]] = {
 WARM_START: dict[str, str] = {"mri": "none", "ct": "none"}
 WARM_T0 = 0.1
 
-#: The in-plane TV weight of the DDS / prox data step (:class:`~.tv_admm.TVxyADMM`) evaluate and
-#: reconstruct use unless told otherwise (``--tv-xy``), per modality; 0 = the plain DDS step.
+#: The in-plane TV weight of the DDS data step (solver setting ``tv_xy``, :class:`~.tv_admm.TVxyADMM`)
+#: evaluate and reconstruct use unless told otherwise (``--tv-xy``), per modality; 0 = the plain DDS step.
 TV_XY: dict[str, float] = {"mri": 0.0, "ct": 0.0}
-#: the solvers whose data step the TV step replaces (the anchored CG / proximal steps)
-TV_XY_SOLVERS: tuple[str, ...] = ("dds", "prox")
+#: the solvers that take ``tv_xy``
+TV_XY_SOLVERS: tuple[str, ...] = ("dds",)
 
 
 def solver_spec(name: str, **overrides: Any) -> dict[str, Any]:
@@ -323,6 +324,10 @@ def make_guidance(name: str, operator: LinearOperator, y: Tensor, spec: dict[str
     if name == "dps":
         return DPSGuidance(operator, y, step_size=spec["step_size"])
     if name == "dds":
+        if spec.get("tv_xy", 0.0) > 0:
+            from scorerecon.pipelines.tasks.tv_admm import TVxyADMM
+
+            return TVxyADMM(operator, y, lam=spec["tv_xy"], mu=spec["lam"], n_cg=spec["cg_iter"])
         return ConjugateGradientDataStep(operator, y, n_iter=spec["cg_iter"], lam=spec["lam"])
     if name == "prox":
         return ProximalDataStep(operator, y, lam=spec["lam"])

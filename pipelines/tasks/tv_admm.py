@@ -27,15 +27,13 @@ subproblem in a torch batch).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from scorerecon.models.guidance import Guidance, GuidanceContext, LinearOperator, conjugate_gradient
 
 Tensor = torch.Tensor
 
-__all__ = ["TVADMM", "TVxyADMM", "TVzADMM", "dxy", "dxy_adjoint", "dz", "dz_adjoint", "tv_xy_factory"]
+__all__ = ["TVADMM", "TVxyADMM", "TVzADMM", "dxy", "dxy_adjoint", "dz", "dz_adjoint"]
 
 
 def dz(x: Tensor) -> Tensor:
@@ -164,10 +162,3 @@ class TVxyADMM(TVADMM):
     def diff_adjoint(self, v: Tensor) -> Tensor:
         return dxy_adjoint(v)
 
-
-def tv_xy_factory(lam: float, **admm: float) -> Callable[[LinearOperator, Tensor], Guidance]:
-    """A guidance factory (``reconstruct(..., guidance=)``) for :class:`TVxyADMM` with TV weight ``lam``."""
-    def factory(operator: LinearOperator, y: Tensor) -> Guidance:
-        return TVxyADMM(operator, y, lam=lam, **admm)
-
-    return factory
