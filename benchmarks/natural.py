@@ -205,7 +205,8 @@ def figure(out: Path, path: Path) -> None:
 def run_set(label: str, task: str, opts: dict, inputs: list[Path], args: argparse.Namespace) -> dict:
     """Every variant of one run on one image set, merged into one result (methods in call order)."""
     merged: dict | None = None
-    for k, variant in enumerate(VARIANTS[label]):
+    variants = [{"solvers": ["cond_sr"]}] if label == "sr_x4" and args.cond_only else VARIANTS[label]
+    for k, variant in enumerate(variants):
         res = evaluate_natural(task, inputs, nfe=args.nfe, seed=args.seed, crop=args.crop, keep_images=True,
                                checkpoint=args.prior, cond_checkpoint=args.sr_checkpoint if task == "sr" else None,
                                baselines=None if k == 0 else [], **variant, **opts)
@@ -243,6 +244,8 @@ def main() -> None:
     parser.add_argument("--runs", default=",".join(r[0] for r in RUNS))
     parser.add_argument("--prior", default=None, help="zero-shot prior (default checkpoints/kodak_prior)")
     parser.add_argument("--sr-checkpoint", default=None, help="conditional x4 SR model (default checkpoints/kodak_sr4)")
+    parser.add_argument("--cond-only", action="store_true",
+                        help="sr_x4: only the classical baselines and the conditional model (comparing SR checkpoints)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "natural")
     parser.add_argument("--figure", type=Path, default=REPO / "docs" / "figures" / "natural_comparison.jpg")
     parser.add_argument("--threads", type=int, default=1)

@@ -77,8 +77,9 @@ def test_evaluate_variant_runs_the_tv_step_on_ct(tmp_path) -> None:
 
     assert main(["ingest", str(HEAD_CT), "-o", str(store)]) in (0, None)
     result = evaluate("ct", str(store), [30], checkpoint=str(ckpt), nfe=3, seed=0, solvers=["dds"], baselines=["tv"],
-                      crop=64, views=8, tuning=True, warm_start="none",
+                      crop=64, views=8, tuning=True, warm_start="none", tv_xy=0.0,
                       variants={"dds_tvxy": {"solver": "dds", "tv_xy": 2e-3}})
+    assert result["params"]["solver_settings"]["dds"]["tv_xy"] == 0.0  # tv_xy=0: the plain DDS step
     assert result["params"]["solver_settings"]["dds_tvxy"]["tv_xy"] == 2e-3
     plain, tvxy = result["methods"]["dds"], result["methods"]["dds_tvxy"]
     assert np.isfinite(tvxy["psnr"]) and tvxy["nfe"] == plain["nfe"]
@@ -98,6 +99,11 @@ def test_reconstruct_cli_runs_and_records_the_tv_step(tmp_path, capsys) -> None:
               "--nfe", "2", "--threads", "1", "--quiet"]
     assert main([*common, "-o", str(tmp_path / "tv.zarr"), "--tv-xy", "0.002"]) == 0
     assert open_store(tmp_path / "tv.zarr").attrs["reconstruction"]["tv_xy"] == 0.002
+    from scorerecon.pipelines.tasks import TV_XY, WARM_START
+
+    assert main([*common, "-o", str(tmp_path / "default.zarr")]) == 0  # CT's defaults: TV step, warm from TV
+    record = open_store(tmp_path / "default.zarr").attrs["reconstruction"]
+    assert record["tv_xy"] == TV_XY["ct"] > 0 and record["warm_start"]["from"] == WARM_START["ct"] == "tv"
     assert main([*common, "-o", str(tmp_path / "plain.zarr"), "--tv-xy", "0"]) == 0
     plain = open_store(tmp_path / "plain.zarr")
     assert plain.attrs["reconstruction"]["tv_xy"] == 0.0

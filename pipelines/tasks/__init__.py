@@ -126,13 +126,19 @@ DEFAULT_SOLVERS: dict[str, dict[str, Any]] = {
 #: on TRAINING slices warm from TV beat cold everywhere (t0 = 0.1, the best of {0.1, 0.2, 0.3, 0.5}),
 #: but on unseen subjects cold was as good or better (mean of 4 unseen MR subjects, DDS mean of 4:
 #: R=4 25.71 cold vs 25.63 warm, R=8 21.08 vs 20.96; 3 unseen CT patients: 23 views 27.73 vs 27.60,
-#: 8 views 21.80 vs 22.06), so the default stays cold; ``--warm-start tv`` turns it on.
-WARM_START: dict[str, str] = {"mri": "none", "ct": "none"}
+#: 8 views 21.80 vs 22.06), so the default stayed cold. With in-plane TV in the DDS step (``TV_XY``,
+#: 2026-12-05, docs/medical.md) warm beat cold on the CT mean at both view counts (23 views 29.76 vs 29.45,
+#: 8 views 23.67 vs 23.38) and on the training scan, so CT now starts warm from TV; ``--warm-start none``
+#: starts from noise.
+WARM_START: dict[str, str] = {"mri": "none", "ct": "tv"}
 WARM_T0 = 0.1
 
 #: The in-plane TV weight of the DDS data step (solver setting ``tv_xy``, :class:`~.tv_admm.TVxyADMM`)
 #: evaluate and reconstruct use unless told otherwise (``--tv-xy``), per modality; 0 = the plain DDS step.
-TV_XY: dict[str, float] = {"mri": 0.0, "ct": 0.0}
+#: CT 0.002: chosen on TRAINING slices of the prior's scan (z = 30, 75; best mean PSNR over 23 and 8 views
+#: of {0.001, 0.002, 0.003}, `benchmarks/ct.py --parts tvxy`); on 3 unseen patients it lifted DDS from
+#: +1.09 to +2.81 dB over TV at 23 views and from -0.37 to +1.21 dB at 8 views (cold, mean of 4 x 30 NFE).
+TV_XY: dict[str, float] = {"mri": 0.0, "ct": 0.002}
 #: the solvers that take ``tv_xy``
 TV_XY_SOLVERS: tuple[str, ...] = ("dds",)
 

@@ -13,7 +13,9 @@ solved by ``n_admm`` ADMM iterations (split ``v = D x``; the ``x`` update is CG 
 * :class:`TVzADMM` -- ``D`` = differences along the batch axis (= z): DiffusionMBIR (Chung, Ryu,
   McCann, Klasky & Ye, CVPR 2023), a 2-D prior for in-plane structure, TV for the axis it never
   saw. Couples the slices: one global system over the volume.
-* :class:`TVxyADMM` -- ``D`` = in-plane forward differences (anisotropic TV), per slice: the
+* :class:`TVxyADMM` -- the ``dds`` solver's step when its setting ``tv_xy`` (= ``lam``) is > 0
+  (``--tv-xy``; :data:`~scorerecon.pipelines.tasks.TV_XY` per modality, ``mu`` = the problem's
+  DDS weight). ``D`` = in-plane forward differences (anisotropic TV), per slice: the
   diffusion prior and the classical TV prior together in every data step. Sparse-view CT is where
   it pays: at 8 views the prior alone falls below TV, TV alone is blocky; with both the estimate
   is held to piecewise-smooth images *and* to what the prior finds plausible (the hybrid-prior
