@@ -597,7 +597,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "zero_filled; fbp, sart; default: none = from noise, see pipelines.tasks.WARM_START)")
     parser.add_argument("--t0", type=float, default=None, help="warm start: diffusion time to start at (default 0.1)")
     parser.add_argument("--tv-xy", type=float, default=None,
-                        help="ct: in-plane TV weight in the dds data step (default: pipelines.tasks.TV_XY; "
+                        help="mri/ct: in-plane TV weight in the dds data step (default: pipelines.tasks.TV_XY; "
                         "0 = the plain DDS step)")
     parser.add_argument("--no-resample", action="store_true",
                         help="mri/ct: keep the solvers on the input grid even when its pixel differs >15%% from "

@@ -23,7 +23,8 @@ file names): Wald reduced resolution on block-aligned grids
 original 20 m bands the reference; held out as for pan-sharpening (the card's columns when the
 20 m files are on the training grid), restricted to 20 m pixels whose 10 m block the guide
 covers, cut to even sizes. Classical: bicubic, band-wise GSA and MTF-GLP; the model's output
-is the mean of ``--samples`` (5) DDIM samples of ``--nfe`` (2) steps.
+is the mean of ``--samples`` (default 4) DDIM samples of ``--nfe`` (default 5) steps, the split
+chosen on a training strip of the scene (``benchmarks/s2_superres.py --tune``).
 
 Cloud removal (``--clear FILE --cloudy FILE [--mask FILE] [--samples N]``): ``.npy`` stacks
 ``(time, y, x, band)`` of clear dates and their paired cloudy versions (e.g. made by
@@ -299,7 +300,7 @@ def _split_s2(paths: list[Path], bands: list[str], guide_bands: list[str]
     return ms, grid, guide, guide_grid
 
 
-def evaluate_s2sr(paths: list[Path], *, checkpoint: str | None = None, nfe: int = 2, samples: int = 5, seed: int = 0,
+def evaluate_s2sr(paths: list[Path], *, checkpoint: str | None = None, nfe: int = 5, samples: int = 4, seed: int = 0,
                   baselines: list[str] | None = None, crop: int | None = None, device: str = "cpu", log: Any = None,
                   engine: Any = None, columns: tuple[int, int] | None = None) -> dict[str, Any]:
     """Classical sharpening and the diffusion model on the held-out area (Wald); the result dict of ``evaluate``.

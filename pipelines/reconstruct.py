@@ -483,7 +483,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tv-z", type=float, default=0.0,
                         help="TV weight along z: > 0 reconstructs the slices as one volume (ADMM; solver dds/prox)")
     parser.add_argument("--tv-xy", type=float, default=None,
-                        help="ct: in-plane TV weight in the dds data step (default: pipelines.tasks.TV_XY; "
+                        help="mri/ct: in-plane TV weight in the dds data step (default: pipelines.tasks.TV_XY; "
                         "0 = the plain DDS step; not combined with --tv-z)")
     from scorerecon.pipelines.nonfinite import add_argument as add_nonfinite
 

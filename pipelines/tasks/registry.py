@@ -179,7 +179,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
         convention=MRI_CONVENTION, nfe=50, samples=1,
         evaluate="scorerecon.pipelines.evaluate", reconstruct="scorerecon.pipelines.reconstruct:run_medical",
         options=("--slices", "--mask", "--accel", "--calib", "--complex-mode", "--intensity", "--keep-oversampling",
-                 "--coils", "--coil-maps", "--warm-start", "--t0", "--no-resample", "--tv-z", "--crop",
+                 "--coils", "--coil-maps", "--warm-start", "--t0", "--no-resample", "--tv-z", "--tv-xy", "--crop",
                  "--downsample", "--nonfinite"),
         reconstruct_input="a k-space store (coil, z, ky, kx) or an MR image store (z, y, x)"),
     Task(
@@ -221,7 +221,8 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
         priors=MappingProxyType({"cond": "s2_sr20"}),
         metrics=("q2n", "sam", "ergas", "scc"), primary="ergas",
         metric_fn="scorerecon.modalities.optical.metrics:pansharpen_reduced",
-        convention=S2SR_CONVENTION, nfe=2, samples=5,
+        # 5 DDIM steps x 4 samples: the best <= 20-NFE split on a training strip (benchmarks/s2_superres.py --tune)
+        convention=S2SR_CONVENTION, nfe=5, samples=4,
         evaluate=_REMOTE_EVALUATE, reconstruct=_REMOTE_RECONSTRUCT,
         options=("--ms", "--crop", "--tile", "--overlap"),
         reconstruct_input="an ingested Sentinel-2 product with the 10 m and 20 m bands (groups res_10m, res_20m)"),
