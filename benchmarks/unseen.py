@@ -213,35 +213,48 @@ def save_json(name: str, payload: Any) -> None:
     (out / name).write_text(json.dumps(payload, indent=1, default=str))
 
 
-def tune_tv_xy(task: str, args: Any, slices: list[int], settings: dict[str, dict[str, Any]], what: str) -> float:
-    """The in-plane TV weight of the DDS data step chosen on TRAINING slices (best mean PSNR over ``settings``),
-    one cold sample per weight of ``args.tv_xy_grid``; prints the table and returns the weight."""
+def _tune_on_training_slices(task: str, args: Any, slices: list[int], settings: dict[str, dict[str, Any]],
+                             grid: list[float], name: str, variant: Any, extra: dict[str, Any], title: str,
+                             solver_column: str) -> float:
+    """One setting chosen on TRAINING slices: ``variant(value)`` for each ``value`` of ``grid`` run by
+    ``evaluate`` (one sample, ``args.nfe``) under every entry of ``settings``; the best mean PSNR wins.
+
+    ``settings`` maps a row label (``"R=4"``, ``"23 views"``) to that setting's ``evaluate`` options;
+    ``extra`` adds ``evaluate`` keywords; the table (TV, the plain solver, each value) is printed.
+    """
     import time
 
     from scorerecon.pipelines.evaluate import evaluate
 
-    grid = [float(v) for v in args.tv_xy_grid.split(",")]
     scores: dict[float, list[float]] = {v: [] for v in grid}
     start = time.perf_counter()
     rows = []
     for label, options in settings.items():
-        variants = {f"tv_xy={v:g}": {"solver": args.solver, "tv_xy": v} for v in grid}
+        variants = {f"{name}={v:g}": variant(v) for v in grid}
         m = evaluate(task, args.store, slices, checkpoint=args.checkpoint, nfe=args.nfe, seed=0, solvers=[args.solver],
-                     baselines=["tv"], crop=args.crop, variants=variants, tuning=True, warm_start="none", tv_xy=0.0,
-                     **options)["methods"]
+                     baselines=["tv"], crop=args.crop, variants=variants, tuning=True, warm_start="none",
+                     **extra, **options)["methods"]
         for v in grid:
-            scores[v].append(m[f"tv_xy={v:g}"]["psnr"])
+            scores[v].append(m[f"{name}={v:g}"]["psnr"])
         rows.append(f"| {label} | {m['tv']['psnr']:.2f} | {m[args.solver]['psnr']:.2f} | "
-                    + " | ".join(f"{m[f'tv_xy={v:g}']['psnr']:.2f}" for v in grid) + " |")
+                    + " | ".join(f"{m[f'{name}={v:g}']['psnr']:.2f}" for v in grid) + " |")
     best = max(grid, key=lambda v: float(np.mean(scores[v])))
-    print(f"\n#### In-plane TV weight of the data step chosen on TRAINING slices {slices} of {what} ({args.solver}, "
-          f"one sample, {args.nfe} NFE, cold)\n")
-    print(f"| setting | TV | {args.solver} (no TV) | " + " | ".join(f"tv_xy={v:g}" for v in grid) + " |")
+    print(f"\n#### {title} chosen on TRAINING slices {slices} of {args.what} ({args.solver}, one sample, "
+          f"{args.nfe} NFE)\n")
+    print(f"| setting | TV | {args.solver} {solver_column} | " + " | ".join(f"{name}={v:g}" for v in grid) + " |")
     print("|" + "---|" * (len(grid) + 3))
     print("\n".join(rows))
-    print(f"\nchosen tv_xy = {best:g} (best mean PSNR over {', '.join(settings)}). "
+    print(f"\nchosen {name} = {best:g} (best mean PSNR over {', '.join(settings)}). "
           f"Wall {time.perf_counter() - start:.0f} s.", flush=True)
     return best
+
+
+def tune_tv_xy(task: str, args: Any, slices: list[int], settings: dict[str, dict[str, Any]], what: str) -> float:
+    """The in-plane TV weight of the DDS data step chosen on TRAINING slices (cold, ``args.tv_xy_grid``)."""
+    args.what = what
+    return _tune_on_training_slices(task, args, slices, settings, [float(v) for v in args.tv_xy_grid.split(",")],
+                                    "tv_xy", lambda v: {"solver": args.solver, "tv_xy": v}, {"tv_xy": 0.0},
+                                    "In-plane TV weight of the data step (cold)", "(no TV)")
 
 
 def diffusion_variants_tv(solver: str, samples: int, t0: float, init: str, tv_xy: float | None
@@ -254,35 +267,10 @@ def diffusion_variants_tv(solver: str, samples: int, t0: float, init: str, tv_xy
 
 
 def tune_t0(task: str, args: Any, slices: list[int], settings: dict[str, dict[str, Any]], what: str) -> float:
-    """The warm start's t0 chosen on TRAINING slices of the prior's data (never on evaluation slices).
-
-    ``settings`` maps a row label (``"R=4"``, ``"23 views"``) to that setting's ``evaluate`` options;
-    the t0 with the best mean PSNR over the settings wins. Prints the table and returns t0.
-    """
-    import time
-
-    from scorerecon.pipelines.evaluate import evaluate
-
-    grid = [float(t) for t in args.t0_grid.split(",")]
-    scores: dict[float, list[float]] = {t: [] for t in grid}
-    start = time.perf_counter()
-    rows = []
-    for label, options in settings.items():
-        variants = {f"t0={t:g}": {"solver": args.solver, "warm_start": "tv", "t0": t} for t in grid}
-        result = evaluate(task, args.store, slices, checkpoint=args.checkpoint, nfe=args.nfe, seed=0,
-                          solvers=[args.solver], baselines=["tv"], crop=args.crop, variants=variants, tuning=True,
-                          warm_start="none", tv_xy=float(getattr(args, "tv_xy", None) or 0.0), **options)
-        m = result["methods"]
-        for t in grid:
-            scores[t].append(m[f"t0={t:g}"]["psnr"])
-        rows.append(f"| {label} | {m['tv']['psnr']:.2f} | {m[args.solver]['psnr']:.2f} | "
-                    + " | ".join(f"{m[f't0={t:g}']['psnr']:.2f}" for t in grid) + " |")
-    best = max(grid, key=lambda t: float(np.mean(scores[t])))
-    print(f"\n#### Warm-start t0 chosen on TRAINING slices {slices} of {what} ({args.solver}, one sample, "
-          f"{args.nfe} NFE, TV initialiser)\n")
-    print(f"| setting | TV | {args.solver} cold | " + " | ".join(f"t0={t:g}" for t in grid) + " |")
-    print("|" + "---|" * (len(grid) + 3))
-    print("\n".join(rows))
-    print(f"\nchosen t0 = {best:g} (best mean PSNR over {', '.join(settings)}). "
-          f"Wall {time.perf_counter() - start:.0f} s.", flush=True)
-    return best
+    """The warm start's t0 chosen on TRAINING slices of the prior's data (never on evaluation slices),
+    warm from TV, with the run's TV step (``args.tv_xy``; 0 when unset)."""
+    args.what = what
+    return _tune_on_training_slices(task, args, slices, settings, [float(t) for t in args.t0_grid.split(",")], "t0",
+                                    lambda t: {"solver": args.solver, "warm_start": "tv", "t0": t},
+                                    {"tv_xy": float(getattr(args, "tv_xy", None) or 0.0)},
+                                    "Warm-start t0 (TV initialiser)", "cold")
