@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_KODAK)} and 2 photos")
     parser.add_argument("--runs", default=",".join(r[0] for r in RUNS))
     parser.add_argument("--prior", default=None, help="zero-shot prior (default checkpoints/kodak_prior)")
-    parser.add_argument("--sr-checkpoint", default=None, help="conditional x4 SR model (default checkpoints/kodak_sr4)")
+    parser.add_argument("--sr-checkpoint", default=None, help="conditional x4 SR model (default photos_sr4)")
     parser.add_argument("--cond-only", action="store_true",
                         help="sr_x4: only the classical baselines and the conditional model (comparing SR checkpoints)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "natural")

@@ -152,10 +152,10 @@ def test_ddrm_rejects_operators_without_svd(clean) -> None:
         DDRMGuidance(Plain(), clean)
 
 
-@pytest.mark.parametrize("name", ["kodak_sr4", "kodak_lowlight"])
+@pytest.mark.parametrize("name", ["kodak_sr4", "photos_sr4", "kodak_lowlight"])
 def test_conditional_models_restore(clean, name) -> None:
     model = load_score_model(REPO / "checkpoints" / name)
-    if name == "kodak_sr4":
+    if name.endswith("_sr4"):
         cond = deg.bicubic_resize(deg.BicubicDown((32, 32), 4).A(clean), (32, 32)).float()
     else:
         dark = deg.LowLight()(clean[0].numpy().transpose(1, 2, 0), np.random.default_rng(0))
@@ -164,7 +164,7 @@ def test_conditional_models_restore(clean, name) -> None:
         cond = torch.from_numpy(lowlight_condition(dark[0].numpy().transpose(1, 2, 0), gain).transpose(2, 0, 1)[None])
     est, nfe, _ = restore_conditional(model, cond, nfe=3, seed=0, n_samples=2)
     assert est.shape == clean.shape and nfe == 3 and torch.isfinite(est).all()
-    if name == "kodak_sr4":  # the output explains the low-resolution image it was conditioned on
+    if name.endswith("_sr4"):  # the output explains the low-resolution image it was conditioned on
         down = deg.BicubicDown((32, 32), 4)
         lr = down.A(clean)
         assert float((down.A(est) - lr).norm() / lr.norm()) < 0.1

@@ -43,7 +43,7 @@ Zero-shot (one unconditional RGB prior, ``checkpoints/kodak_prior``; every solve
   estimate on the image grid (e.g. a classical restoration), diffused to ``t_start``.
 
 Conditional (SR3 / GSAD-style): :func:`restore_conditional` draws a few DDIM samples from a
-model trained with the degraded image as ``cond`` channels (``checkpoints/kodak_sr4``,
+model trained with the degraded image as ``cond`` channels (``checkpoints/photos_sr4``,
 ``checkpoints/kodak_lowlight``) and returns their mean (a posterior-mean estimate).
 
 Model space. The priors see ``m = 2 x - 1`` for RGB ``x`` in ``[0, 1]`` (their cards'

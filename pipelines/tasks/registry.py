@@ -243,7 +243,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
                  "--overlap"),
         reconstruct_input="a 13-band Sentinel-2 store of the cloudy date (--other: a clear date of the same grid)"),
     _natural("sr", "super-resolution: a bicubic-downsampled photograph -> x2 / x4 its size", "BicubicDown",
-             (*_ZERO_SHOT, "cond_sr"), "ddrm", 20, ("--scale", "--crop"), cond="kodak_sr4"),
+             (*_ZERO_SHOT, "cond_sr"), "ddrm", 20, ("--scale", "--crop"), cond="photos_sr4"),
     _natural("deblur", "non-blind deblurring of a photograph (known Gaussian or motion kernel, noise sigma)", "Blur",
              _ZERO_SHOT, "prox", 20, ("--kernel", "--sigma", "--crop")),
     _natural("denoise", "Gaussian denoising of a photograph (sigma given or estimated)", "Identity",
