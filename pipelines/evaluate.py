@@ -238,6 +238,7 @@ def evaluate(task: str, store: str | Path | None, slices: list[int], *, checkpoi
     bad = [s for s in solvers if s not in offered]
     if bad:
         raise InputError(None, f"unknown solver(s) {bad}; choose from {list(offered)}")
+    _check_tv_xy_has_a_solver(tv_xy, solvers, variants)
     if baselines is not None:
         from scorerecon.pipelines.tasks.ct import CT_BASELINES
         from scorerecon.pipelines.tasks.mri import MRI_BASELINES
@@ -419,6 +420,19 @@ def _initialiser(name: str, classical: dict[str, tuple[Any, float]], task: str, 
         else:
             classical[name] = ct.ct_baselines(measurement, setting, pixel_mm, (name,))[name]
     return classical[name]
+
+
+def _check_tv_xy_has_a_solver(tv_xy: float | str, solvers: list[str],
+                              variants: dict[str, dict[str, Any]] | None) -> None:
+    """Refuse an explicit in-plane TV weight that no solver of this run would use (it would be dropped silently)."""
+    from scorerecon.pipelines.tasks import TV_XY_SOLVERS
+
+    if tv_xy == "default" or float(tv_xy) <= 0:
+        return
+    run_solvers = set(solvers) | {v["solver"] for v in (variants or {}).values()}
+    if not run_solvers & set(TV_XY_SOLVERS):
+        raise InputError(None, f"--tv-xy acts in the data step of solver {'/'.join(TV_XY_SOLVERS)}, which this run "
+                               f"does not use (solvers: {', '.join(sorted(run_solvers))}): drop --tv-xy or add dds")
 
 
 def mean_variants(samples: int, solvers: tuple[str, ...] = ("dc", "projection", "dds", "prox"),

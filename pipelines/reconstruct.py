@@ -365,9 +365,16 @@ def _tv_xy(args: argparse.Namespace) -> float:
     """The in-plane TV weight this run's data step uses: 0 unless the solver is dds and no TV along z runs."""
     from scorerecon.pipelines.tasks import TV_XY, TV_XY_SOLVERS
 
-    weight = TV_XY.get(args.task, 0.0) if getattr(args, "tv_xy", None) is None else float(args.tv_xy)
+    asked = getattr(args, "tv_xy", None)
+    weight = TV_XY.get(args.task, 0.0) if asked is None else float(asked)
     if weight < 0:
         raise InputError(None, f"--tv-xy must be >= 0, got {weight}")
+    if asked is not None and weight > 0:  # asked for explicitly: refuse what would silently drop it
+        if args.solver not in TV_XY_SOLVERS:
+            raise InputError(None, f"--tv-xy acts in the data step of solver {'/'.join(TV_XY_SOLVERS)}, "
+                                   f"not {args.solver!r}: drop --tv-xy or use --solver dds")
+        if args.tv_z > 0:
+            raise InputError(None, "--tv-xy and --tv-z do not combine (--tv-z runs the volume ADMM): pick one")
     return weight if args.solver in TV_XY_SOLVERS and not args.tv_z > 0 else 0.0
 
 

@@ -112,6 +112,19 @@ def test_reconstruct_cli_runs_and_records_the_tv_step(tmp_path, capsys) -> None:
     assert main([*common, "-o", str(tmp_path / "bad.zarr"), "--tv-xy", "-1"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tv-xy must be >= 0" in err[0] and not (tmp_path / "bad.zarr").exists()
+    for extra, says in ((["--solver", "dps"], "not 'dps'"), (["--tv-z", "0.01"], "do not combine")):
+        assert main([*common, "-o", str(tmp_path / "dropped.zarr"), "--tv-xy", "0.002", *extra]) != 0
+        err = capsys.readouterr().err.strip().splitlines()  # an explicit weight no step would use is refused
+        assert len(err) == 1 and says in err[0] and not (tmp_path / "dropped.zarr").exists()
+
+
+def test_evaluate_refuses_a_tv_weight_no_solver_uses() -> None:
+    from scorerecon.errors import InputError
+    from scorerecon.pipelines.evaluate import evaluate
+
+    with pytest.raises(InputError, match="does not use"):
+        evaluate("ct", None, [0], solvers=["dps"], views=8, tv_xy=2e-3, images=np.zeros((1, 32, 32)),
+                 pixel_spacing=(1.0, 1.0))
 
 
 def test_dds_setting_selects_the_tv_step_and_keeps_slices_independent(ct_case) -> None:
