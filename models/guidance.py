@@ -69,7 +69,8 @@ def conjugate_gradient(apply: Callable[[Tensor], Tensor], rhs: Tensor, x0: Tenso
     """Solve ``apply(x) = rhs`` for a symmetric positive (semi-)definite ``apply``, per sample.
 
     Plain CG (Hestenes & Stiefel) run independently on every batch element; a sample whose
-    residual falls below ``tol * ||rhs||`` (or to zero) stops moving. Started at ``x0`` (zeros if
+    residual falls below ``tol * ||rhs||`` (``tol`` at least 4 machine epsilons of the dtype)
+    stops moving. Started at ``x0`` (zeros if
     ``None``); on a semi-definite system started in the range of ``apply`` it converges to the
     minimum-norm solution, which is what :meth:`LinearOperator.A_dagger` relies on.
     """
@@ -77,6 +78,9 @@ def conjugate_gradient(apply: Callable[[Tensor], Tensor], rhs: Tensor, x0: Tenso
     r = rhs - apply(x) if x0 is not None else rhs.clone()
     p = r.clone()
     rs = _dot(r, r)
+    # a residual below the dtype's rounding level is noise: iterating on it on a singular system
+    # (A_dagger's normal equations) divides by p^T A p ~ 0 and throws x far into the null space
+    tol = max(float(tol), 4 * torch.finfo(rhs.dtype).eps)
     stop = tol * tol * _dot(rhs, rhs)
     tiny = torch.finfo(rhs.dtype).tiny
     for _ in range(int(n_iter)):

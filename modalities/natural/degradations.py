@@ -90,6 +90,10 @@ class SVDOperator(LinearOperator):
     def spectral_measurement(self, y: Tensor) -> Tensor:
         """``U^T y / s`` on the spectral grid (zero where ``s = 0``)."""
 
+    def A_dagger(self, y: Tensor, n_iter: int = 0, tol: float = 0.0) -> Tensor:
+        """Closed-form pseudo-inverse ``V (U^T y / s)`` (zero on the coefficients the operator treats as unseen)."""
+        return self.V(self.spectral_measurement(y)).real.to(y.dtype)
+
     def prox_l2(self, z: Tensor, y: Tensor, gamma: float | Tensor, n_iter: int = 0, tol: float = 0.0) -> Tensor:
         """Closed-form ``argmin 1/2 ||A x - y||^2 + 1/(2 gamma) ||x - z||^2`` in the SVD basis.
 
