@@ -125,3 +125,23 @@ gpu-wheels: $(STAMP)
 
 clean-results:
 	rm -rf results .snakemake
+
+# Landsat-7 ETM+ scenes no pan-sharpening prior was trained on (issue 17 item 1; evaluation only, never
+# training), from Debian packages into data/unseen/landsat7/ (git-ignored): r-cran-stars' L7_ETMs.tif
+# (6 bands, no pan; Apache-2.0) and r-cran-satellite's Landsat-7 tile with its real 15 m pan (GPL-3+).
+# Each package's copyright file is kept beside its data. No R is installed.
+LANDSAT7 := $(UNSEEN)/landsat7
+.PHONY: landsat7-data
+landsat7-data:
+	mkdir -p $(LANDSAT7)/.fetch
+	test -f $(LANDSAT7)/satellite/LE07_L1TP_195025_20010730_20170204_01_T1_B8.TIF || (cd $(LANDSAT7)/.fetch \
+	  && (apt-get download r-cran-stars r-cran-satellite || (apt-get update -qq \
+	      && apt-get download r-cran-stars r-cran-satellite)) \
+	  && dpkg -x r-cran-stars_*.deb stars && dpkg -x r-cran-satellite_*.deb satellite \
+	  && mkdir -p ../stars ../satellite \
+	  && cp stars/usr/lib/R/site-library/stars/tif/L7_ETMs.tif ../stars/ \
+	  && cp stars/usr/share/doc/r-cran-stars/copyright ../stars/copyright \
+	  && cp satellite/usr/lib/R/site-library/satellite/extdata/LE07_L1TP_195025_20010730_20170204_01_T1_B[1-578].TIF \
+	     satellite/usr/lib/R/site-library/satellite/extdata/LE07_L1TP_195025_20010730_20170204_01_T1_MTL.txt ../satellite/ \
+	  && cp satellite/usr/share/doc/r-cran-satellite/copyright ../satellite/copyright)
+	rm -rf $(LANDSAT7)/.fetch

@@ -144,18 +144,31 @@ def _holdout_columns(card: dict[str, Any], grid: dict[str, Any] | None, shape: t
 # pan-sharpening
 # ------------------------------------------------------------------------------------------------
 def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int, *, checkpoint: str | None = None,
-                        nfe: int = 2, samples: int = 5, seed: int = 0, baselines: list[str] | None = None,
-                        crop: int | None = None, full_resolution: bool = True, device: str = "cpu",
-                        log: Any = None, engine: Any = None) -> dict[str, Any]:
-    """Baselines and the diffusion model on the held-out area; the result dict of ``evaluate``."""
+                        nfe: int | None = None, samples: int | None = None, seed: int = 0,
+                        baselines: list[str] | None = None, crop: int | None = None, full_resolution: bool = True,
+                        device: str = "cpu", log: Any = None, engine: Any = None) -> dict[str, Any]:
+    """Baselines and the diffusion model on the held-out area; the result dict of ``evaluate``.
+
+    The Landsat-8 prior serves exactly its bands; any other band set with known wavelengths at ratio 2 goes to the
+    any-band prior (``checkpoint`` may also name it directly); otherwise the classical methods alone, with a note.
+    ``nfe`` / ``samples`` default to the serving prior's own defaults.
+    """
     import torch
 
-    from scorerecon.modalities.optical.bands import LANDSAT8, MTF_MS, band_specs, pan_weights
+    from scorerecon.modalities.optical.anyband import infer_bands, pan_range
+    from scorerecon.modalities.optical.bands import LANDSAT8, MTF_MS, PAN_RANGE_NM, band_specs, pan_weights
     from scorerecon.modalities.optical.baselines import PANSHARPEN_BASELINES, run_pansharpen_baselines
     from scorerecon.modalities.optical.degradation import grid_phase, synthesize_pan, wald_degrade
     from scorerecon.modalities.optical.metrics import pansharpen_reduced, qnr
     from scorerecon.pipelines.hardware import describe
     from scorerecon.pipelines.reconstruct_remote import (
+        ANYBAND_CHECKPOINT,
+        ANYBAND_SAMPLING,
+        align_pan,
+        anyband_reason,
+        anyband_scene,
+        is_anyband,
+        load_anyband,
         load_task_model,
         pansharpen_fallback_reason,
         pansharpen_scene,
@@ -170,9 +183,13 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
         raise InputError(None, f"unknown baseline(s) {unknown}; choose from {list(PANSHARPEN_BASELINES)}")
     if ratio < 2:
         raise InputError(None, f"--ratio must be an integer >= 2, got {ratio}")
-    ms, names, grid = _load_ms(ms_paths, list(card["data"]["bands"]))
-    reason = pansharpen_fallback_reason(names, ratio, card["data"])
-    note = None
+    ms, names, grid = _load_ms(ms_paths, list(card["data"]["bands"]) if not is_anyband(card["data"]) else [])
+    stems = [p.stem for p in ms_paths]
+    if is_anyband(card["data"]):
+        reason = "the checkpoint is the any-band prior"
+    else:
+        reason = pansharpen_fallback_reason(names, ratio, card["data"])
+    note, mode, specs, any_specs = None, "landsat8", None, None
     if reason is None:  # the prior's own bands, in its order
         bands = list(card["data"]["bands"])
         ms = ms[[names.index(b) for b in bands]]
@@ -180,15 +197,33 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
         gains = [b.mtf_nyquist for b in specs]
         cols, held = _holdout_columns(card, grid, ms.shape[-2:])
     else:
-        note = f"classical fallback: {reason}; scored the classical methods only (no diffusion)"
-        say(note)
         bands = names
-        try:
-            specs = band_specs(bands)
+        any_specs = infer_bands(names, stems)
+        anyband = (model, checkpoint) if is_anyband(card["data"]) else load_anyband(None, device)
+        why = anyband_reason(any_specs, names, ratio, None if anyband is None else anyband[0].card["data"])
+        if why is None:
+            mode, specs = "anyband", any_specs
+            model, checkpoint = anyband
+            card = model.card
             gains = [b.mtf_nyquist for b in specs]
-        except KeyError:  # bands of an unknown sensor: the toolbox's generic MTF gain for every band
-            specs, gains = None, [MTF_MS] * len(bands)
-        cols, held = slice(0, ms.shape[-1]), "classical methods only: all of the input"
+            note_any = f"any-band prior: {reason}; {ANYBAND_CHECKPOINT} sharpens {', '.join(names)} band by band"
+            say(note_any)
+            cols, held = _anyband_holdout(card["data"], grid, ms.shape[-2:])
+        else:
+            mode = "classical"
+            note = f"classical fallback: {reason}; {why}; scored the classical methods only (no diffusion)"
+            say(note)
+            specs = [b for b in any_specs] if all(any_specs) else None
+            if specs is None:
+                try:
+                    specs = band_specs(bands)
+                except KeyError:  # bands of an unknown sensor: the toolbox's generic MTF gain for every band
+                    specs = None
+            gains = [b.mtf_nyquist for b in specs] if specs else [MTF_MS] * len(bands)
+            cols, held = slice(0, ms.shape[-1]), "classical methods only: all of the input"
+    defaults = ANYBAND_SAMPLING if mode == "anyband" else (2, 5)
+    nfe = defaults[0] if nfe is None else int(nfe)
+    samples = defaults[1] if samples is None else int(samples)
     pan_gain = LANDSAT8["B08"].mtf_nyquist
     phase = ratio // 2
     ref = ms[:, :, cols]
@@ -201,9 +236,10 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
             pan_full = pan_data[0]
             if grid is not None:
                 try:
-                    phase = grid_phase(grid["transform"], pan_grid["transform"], ratio)[1]
+                    phases = grid_phase(grid["transform"], pan_grid["transform"], ratio)
                 except ValueError as exc:
                     raise InputError(pan_path, f"pan grid does not nest in the MS grid: {exc}") from None
+                pan_full, phase, _ = align_pan(pan_full, phases, ratio, pan_path)  # one phase for both axes
         pan_full = pan_full[:, cols.start * ratio:cols.stop * ratio]
         h = min(ref.shape[1], (pan_full.shape[0] - phase) // ratio)
         w = min(ref.shape[2], (pan_full.shape[1] - phase) // ratio)
@@ -217,19 +253,24 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
     if h < 32 or w < 32:
         raise InputError(ms_paths[0], f"evaluation area {h}x{w} is smaller than one 32x32 Q2n block")
     ms_low = wald_degrade(ref, ratio, gains, phase)
+    prange, prange_note = PAN_RANGE_NM, "synthetic pan (FWHM overlap with 500-680 nm)"
     if pan_full is not None:
         pan_low = wald_degrade(pan_full, ratio, pan_gain, phase)[:h, :w]
         pan_note = str(pan_path)
-    elif note is None:
+        prange, prange_note = pan_range(pan_path.stem, stems)
+    elif mode == "landsat8":
         pan_low = synthesize_pan(ref, pan_weights(specs))
         lo, hi = np.percentile(pan_low, [1, 99])
         norm = card["data"]["normalization"]
         pan_low = (pan_low - lo) / (hi - lo) * (norm["pan_hi"] - norm["pan_lo"]) + norm["pan_lo"]
         pan_note = "synthesised from MS (FWHM overlap with 500-680 nm), 1/99 % mapped to the model's pan range"
-    else:  # classical only: no model range to map to; unknown wavelengths -> the plain band mean
+    else:  # any-band prior (it z-scores the pan itself) or classical only; unknown wavelengths -> the band mean
         try:
             weights, pan_note = pan_weights(specs), "synthesised from MS (FWHM overlap with 500-680 nm)"
         except (TypeError, ValueError):
+            if mode == "anyband":
+                raise InputError(ms_paths[0], "no band overlaps the pan range 500-680 nm, so no pan can be "
+                                              "synthesised for the any-band prior; pass --pan") from None
             weights = [1.0 / len(bands)] * len(bands)
             pan_note = "synthesised as the mean of the MS bands (their wavelengths are unknown)"
         pan_low = synthesize_pan(ref, weights)
@@ -238,7 +279,10 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
         "mtf_gains": gains, "pan_mtf_gain": pan_gain, "holdout": held, "reference_shape": [h, w],
         "checkpoint": checkpoint, "weights_sha256": card["weights"]["sha256"], "nfe_per_sample": nfe,
         "samples": samples, "nfe_total": nfe * samples, "seed": seed,
-        "sampler": f"ddim (eta 0), mean of {samples} samples", "hardware": describe(device)}
+        "sampler": f"ddim (eta 0), mean of {samples} samples", "hardware": describe(device), "prior": mode}
+    if mode == "anyband":
+        params.update(wavelengths_nm={n: list(b.range_nm) for n, b in zip(names, specs, strict=True)},
+                      pan_range_nm=list(prange), pan_range_source=prange_note, note=note_any)
     if note is not None:
         params.update(fallback=note, checkpoint=None, weights_sha256=None, nfe_total=0, sampler=None)
     methods: dict[str, dict[str, Any]] = {}
@@ -248,13 +292,20 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
         methods[name] = _entry("classical", pansharpen_reduced(ref, fused, ratio), 0, secs)
         fused_all[name] = fused
         say(f"{name}: ERGAS {methods[name]['ergas']:.3f}, SAM {methods[name]['sam']:.3f}")
+
+    def diffusion(ms_in: np.ndarray, pan_in: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+        with torch.no_grad():
+            if mode == "anyband":
+                return anyband_scene(model, card["data"], ms_in, pan_in, specs, ratio, phase, prange, gains, nfe=nfe,
+                                     samples=samples, seed=seed, device=device, engine=engine)
+            return pansharpen_scene(model, card["data"], ms_in, pan_in, nfe=nfe, samples=samples, seed=seed,
+                                    device=device, phase=phase, engine=engine)
+
     std = None
     if note is None:
-        with torch.no_grad():
-            start = time.perf_counter()
-            fused, std, run = pansharpen_scene(model, card["data"], ms_low, pan_low, nfe=nfe, samples=samples,
-                                               seed=seed, device=device, phase=phase, engine=engine)
-            secs = time.perf_counter() - start
+        start = time.perf_counter()
+        fused, std, run = diffusion(ms_low, pan_low)
+        secs = time.perf_counter() - start
         methods["diffusion"] = _entry("diffusion", pansharpen_reduced(ref, fused, ratio), run.nfe * samples, secs)
         fused_all["diffusion"] = fused
         say(f"diffusion: ERGAS {methods['diffusion']['ergas']:.3f}, SAM {methods['diffusion']['sam']:.3f}, "
@@ -265,17 +316,30 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
                                                        pan_gain).items():
             methods[name].update({k: round(v, 6) for k, v in qnr(out, ref, pan_full, pan_lr).items()})
         if note is None:
-            with torch.no_grad():
-                out, _, _ = pansharpen_scene(model, card["data"], ref, pan_full, nfe=nfe, samples=samples, seed=seed,
-                                             device=device, phase=phase, engine=engine)
+            out, _, _ = diffusion(ref, pan_full)
             methods["diffusion"].update({k: round(v, 6) for k, v in qnr(out, ref, pan_full, pan_lr).items()})
     result = {"task": "pansharpen", "convention": CONVENTIONS["pansharpen"], "params": params,
               "methods": methods, "_primary": "ergas"}
     if note is not None:
         best = min(methods, key=lambda k: methods[k]["ergas"])
         result["note"] = f"{note}; best by ERGAS: {best}"
+    elif mode == "anyband":
+        result["note"] = note_any
     result["_arrays"] = {"reference": ref, "ms_low": ms_low, "pan_low": pan_low, "fused": fused_all, "std": std}
     return result
+
+
+def _anyband_holdout(card_data: dict[str, Any], grid: dict[str, Any] | None, shape: tuple[int, int]
+                     ) -> tuple[slice, str]:
+    """Columns the any-band prior may be scored on: a training source's held-out columns when the input is on that
+    source's grid (``InputError`` when it overlaps a training area off its grid), else all of it."""
+    for source in card_data.get("sources", []):
+        cols, why = _holdout_columns({"data": source}, grid, shape)
+        if cols != slice(0, shape[1]) or why.startswith("training scene"):
+            return cols, f"{source['sensor']} {why}"
+    if grid is None:
+        return slice(0, shape[1]), "a .npy input: treated as unseen (the any-band prior's sources are rasters)"
+    return slice(0, shape[1]), "input outside the any-band prior's training scenes: all of it is unseen"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -575,9 +639,10 @@ def evaluate_from_args(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         if not args.ms:
             raise InputError(None, "--task pansharpen needs --ms FILE... (MS band files or one .npy)")
         ratio = 2 if args.ratio is None else int(args.ratio)
-        result = evaluate_pansharpen(list(args.ms), args.pan, ratio, checkpoint=args.checkpoint, nfe=nfe,
-                                     samples=samples, seed=args.seed, baselines=_csv(args.baselines), crop=args.crop,
-                                     device=args.device, log=log, engine=engine_config(args))
+        # None: the serving prior's defaults (the Landsat-8 prior's or the any-band prior's)
+        result = evaluate_pansharpen(list(args.ms), args.pan, ratio, checkpoint=args.checkpoint, nfe=args.nfe,
+                                     samples=args.samples, seed=args.seed, baselines=_csv(args.baselines),
+                                     crop=args.crop, device=args.device, log=log, engine=engine_config(args))
         arrays = result.pop("_arrays")
         if getattr(args, "images", None) is not None:  # --images: the report's picture set
             from scorerecon.pipelines.panels import pansharpen_panels

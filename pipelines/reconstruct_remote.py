@@ -68,6 +68,13 @@ MULTIPLE = 4  # the tiny/small UNets downsample twice
 #: pan-sharpening where the prior cannot serve the band set: the best classical method by ERGAS on the
 #: held-out Landsat-8 benchmark (docs/remote_sensing.md), with generic MTF gains for unknown sensors
 FALLBACK_METHOD = "mtf_glp"
+#: the any-band prior (:mod:`scorerecon.modalities.optical.anyband`): sharpens band sets the Landsat-8 prior
+#: cannot serve (any count, known wavelengths, ratio 2). Not a registry role: the registry's ``cond`` is the
+#: Landsat-8 prior, which stays the default for exact Landsat-8 B1-B7.
+ANYBAND_CHECKPOINT = "anyband_pansharpen"
+#: its (DDIM steps per sample, samples) when --nfe / --samples are not given: chosen on Landsat-8 and
+#: Sentinel-2 *training* columns (benchmarks/pansharpen_anyband.py --tune), never on held-out data
+ANYBAND_SAMPLING = (2, 5)
 
 
 def load_task_model(task: str, checkpoint: str | Path | None = None, device: str = "cpu") -> tuple[Any, str]:
@@ -100,6 +107,112 @@ def pansharpen_fallback_reason(names: list[str], ratio: int, card_data: dict[str
     if ratio != int(card_data["ratio"]):
         return f"the prior was trained for ratio {card_data['ratio']}, not {ratio}"
     return None
+
+
+def is_anyband(card_data: dict[str, Any]) -> bool:
+    """Whether a pan-sharpening card is the any-band prior's."""
+    return card_data.get("kind") == "anyband"
+
+
+def anyband_reason(bands: list[Any], names: list[str], ratio: int, card_data: dict[str, Any] | None) -> str | None:
+    """Why the any-band prior cannot sharpen ``names`` (their :class:`~.bands.Band` or ``None``) at ``ratio``
+    (``None``: it can)."""
+    from scorerecon.modalities.optical.anyband import unknown_bands
+
+    if card_data is None:
+        return f"the any-band prior ({ANYBAND_CHECKPOINT}) is not installed"
+    unknown = unknown_bands(bands, names)
+    if unknown:
+        return (f"the any-band prior needs each band's wavelengths and {', '.join(unknown)} are unknown (name the "
+                "files like the sensor's products: LE07_..._B1.TIF, l8_B4.tif, s2_B8A.jp2)")
+    if ratio != int(card_data["ratio"]):
+        return f"the any-band prior was trained for ratio {card_data['ratio']}, not {ratio}"
+    return None
+
+
+def load_anyband(checkpoint: str | Path | None, device: str = "cpu") -> tuple[Any, str] | None:
+    """The any-band prior (``checkpoint`` or :data:`ANYBAND_CHECKPOINT`), or ``None`` when it is not installed."""
+    from scorerecon.models.checkpoint import resolve_checkpoint
+
+    try:
+        resolve_checkpoint(str(checkpoint or ANYBAND_CHECKPOINT))
+    except Exception:
+        if checkpoint is not None:
+            raise
+        return None
+    model, path = load_task_model("pansharpen", checkpoint or ANYBAND_CHECKPOINT, device)
+    if not is_anyband(model.card["data"]):
+        raise InputError(path, "checkpoint is not the any-band pan-sharpening prior (card data.kind != 'anyband')")
+    return model, path
+
+
+def anyband_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, bands: list[Any], ratio: int,
+                  phase: float | tuple[float, float] | None, pan_range: tuple[float, float],
+                  gains: list[float] | None = None, *, nfe: int = 2, samples: int = 5, seed: int = 0, tile: int = 128,
+                  overlap: float = 0.25, batch_size: int | None = None, device: str = "cpu",
+                  engine: Any = None) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Sharpen ``ms`` ``(C, h, w)`` band by band with the any-band prior -> mean, std ``(C, H, W)`` float32.
+
+    Every band's conditions come from the whole scene (:func:`~scorerecon.modalities.optical.anyband.prepare`:
+    interpolation, MTF-GLP with its scene-wide injection gains, pan z-score); then ``samples`` posterior samples
+    of each band (coherent images, fused tiles; one engine run per band, which bounds memory) run through
+    the tile engine; each output is ``MTF-GLP + x * sd_b / residual_scale`` in the input's units.
+    """
+    from scorerecon.modalities.optical.anyband import prepare
+    from scorerecon.pipelines.engine import TileItem
+    from scorerecon.pipelines.tiling import TileGrid
+
+    scale = float(card_data["normalization"]["residual_scale"])
+    stack = prepare(np.asarray(ms, np.float64), np.asarray(pan, np.float64), ratio, phase, bands, pan_range, gains)
+    channels = int(stack.up.shape[0])
+    h, w = stack.panz.shape
+    (hp, wp), size = _grid_shape(h, w, tile, overlap)
+    if (hp, wp) != (h, w):  # a scene smaller than a tile: reflect-pad to the UNet's multiple, crop back below
+        pad = ((0, 0), (0, hp - h), (0, wp - w))
+        stack.up, stack.glp = np.pad(stack.up, pad, mode="symmetric"), np.pad(stack.glp, pad, mode="symmetric")
+        stack.panz = np.pad(stack.panz, pad[1:], mode="symmetric")
+
+    def read(t: Any) -> Any:
+        k = int(t.source[1:].split("s")[0])
+        rows, cols = t.slices
+        cond = stack.cond(k, rows, cols)
+        base = stack.glp[k:k + 1, rows, cols].astype(np.float32)
+        unit = np.full((1, 1, 1), stack.unit(k, scale), np.float32)
+        return TileItem(t, cond=torch.from_numpy(cond), data={"base": torch.from_numpy(base),
+                                                              "unit": torch.from_numpy(unit)})
+
+    def post(batch: Any, x: torch.Tensor) -> torch.Tensor:
+        return batch.data["base"] + x.float() * batch.data["unit"]
+
+    from dataclasses import replace
+
+    engine = _engine(model, device, seed, batch_size, engine)
+    mean, std, runs = np.empty((channels, h, w), np.float32), np.empty((channels, h, w), np.float32), []
+    for k in range(channels):  # one band at a time: the fused path holds every tile of its images in memory
+        grids = [TileGrid((1, hp, wp), size, overlap, source=f"b{k}s{i}") for i in range(samples)]
+        runs.append(engine.run(grids, read, sampler="ddim", nfe=nfe, postprocess=post, eta=0.0, fuse=True))
+        out = torch.stack([runs[-1].outputs[g.source][0, :h, :w] for g in grids]).double()
+        mean[k] = out.mean(0).float().numpy()
+        std[k] = (out.std(0, unbiased=True) if samples > 1 else torch.zeros_like(out[0])).float().numpy()
+    result = replace(runs[-1], n_tiles=sum(r.n_tiles for r in runs), n_batches=sum(r.n_batches for r in runs))
+    return mean, std, result
+
+
+def align_pan(pan: Any, phase: tuple[int, int], ratio: int, where: Any = None) -> tuple[Any, int, tuple[int, int]]:
+    """``pan`` padded at its start (mirrored rows / columns) so that both axes have grid phase ``ratio // 2``.
+
+    Pan-sharpening filters take one phase for both axes; a product whose pan starts on an MS pixel centre in one
+    axis only (the r-cran-satellite Landsat-7 tile: row phase 0, column phase 1) gets the missing leading pan
+    rows mirrored. Returns the pan, the common phase and the ``(rows, cols)`` padded (crop them off the output).
+    Equal phases are returned unchanged; a phase beyond ``ratio // 2`` in one axis only is refused.
+    """
+    if phase[0] == phase[1]:
+        return pan, int(phase[0]), (0, 0)
+    target = ratio // 2
+    pads = (target - int(phase[0]), target - int(phase[1]))
+    if min(pads) < 0:
+        raise InputError(where, f"row and column grid phases differ ({tuple(phase)}); unsupported")
+    return np.pad(np.asarray(pan, np.float64), ((pads[0], 0), (pads[1], 0)), mode="symmetric"), target, pads
 
 
 def _padded(n: int, tile: int) -> int:
@@ -305,17 +418,58 @@ def _pansharpen_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[s
                            ratio)
     except ValueError as exc:
         raise InputError(args.input, f"pan and MS grids are not nested: {exc}") from None
-    if phase[0] != phase[1]:
-        raise InputError(args.input, f"row and column grid phases differ ({phase}); unsupported")
+    height, width = pan.shape
+    pan, phase0, pads = align_pan(pan, phase, ratio, args.input)
+
+    def crop(a: np.ndarray) -> np.ndarray:  # back onto the pan grid after a phase-aligning pad
+        return a[..., pads[0]:pads[0] + height, pads[1]:pads[1] + width]
+
+    phase = (phase0, phase0)
     coords = {"y": pan_ds["y"].values, "x": pan_ds["x"].values, "spatial_ref": pan_ds["spatial_ref"]}
+    grids = {"grid_phase": phase[0], "pan_band": pan_name, "ms_group": groups[ms_i], "pan_group": groups[fine]}
+    if pads != (0, 0):
+        grids["pan_phase_pad"] = list(pads)
+    if is_anyband(data):  # --checkpoint names the any-band prior: it serves every band set it can
+        reason = "the checkpoint is the any-band prior"
     if reason is not None:
-        return _pansharpen_classical(args, ms_ds["image"], ms_names, pan, ratio, phase[0], reason, coords,
-                                     {"grid_phase": phase[0], "pan_band": pan_name, "ms_group": groups[ms_i],
-                                      "pan_group": groups[fine]})
+        from scorerecon.modalities.optical.anyband import infer_bands
+        from scorerecon.modalities.optical.anyband import pan_range as pan_spectral_range
+
+        files = ms_ds.attrs.get("band_files", {})
+        stems = [Path(files[n]).stem for n in ms_names if n in files]
+        specs = infer_bands(ms_names, stems)
+        anyband = (model, str(model.checkpoint_path)) if is_anyband(data) else load_anyband(None, args.device)
+        why = anyband_reason(specs, ms_names, ratio, None if anyband is None else anyband[0].card["data"])
+        if why is not None:
+            return _pansharpen_classical(args, ms_ds["image"], ms_names, pan, ratio, phase[0],
+                                         f"{reason}; {why}", coords, grids, crop)
+        pan_file = pan_ds.attrs.get("band_files", {}).get(pan_name)
+        prange, prange_note = pan_spectral_range(Path(pan_file).stem if pan_file else None, stems)
+        args.nfe, args.samples = getattr(args, "anyband_sampling", ANYBAND_SAMPLING)
+        fused, std, run = anyband_scene(anyband[0], anyband[0].card["data"], ms_ds["image"].data, pan, specs, ratio,
+                                        phase[0], prange, nfe=args.nfe, samples=args.samples, seed=args.seed,
+                                        tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                                        device=args.device, engine=engine_config(args))
+        fused, std = crop(fused), crop(std)
+        note = f"any-band prior: {reason}; sharpened {', '.join(ms_names)} band by band with {ANYBAND_CHECKPOINT}"
+        if not args.quiet:
+            print(f"note: {note}")
+        coords["band"] = ms_names
+        out = xr.Dataset({"image": (("band", "y", "x"), fused), "std": (("band", "y", "x"), std)}, coords=coords)
+        out["image"].attrs["units"] = "input MS units, sharpened to the pan grid (posterior mean, any-band prior)"
+        out["std"].attrs["description"] = f"per-pixel std over {args.samples} posterior samples"
+        info = {"task": "pansharpen", "ratio": ratio, **grids, "prior": "anyband", "note": note,
+                "wavelengths_nm": {n: list(b.range_nm) for n, b in zip(ms_names, specs, strict=True)},
+                "pan_range_nm": list(prange), "pan_range_source": prange_note, "nfe": run.nfe,
+                "samples": args.samples, "nfe_total": run.nfe * args.samples, "sampler": "ddim", "eta": 0.0,
+                "seed": args.seed, "tile": args.tile, "overlap": args.overlap, "tiles": run.n_tiles,
+                "batches": run.n_batches, "_model": anyband[0]}
+        return out, info
     ms = _select_bands(ms_ds, list(data["bands"]), args.input, groups[ms_i]).data  # lazy (band, y, x)
     fused, std, run = pansharpen_scene(model, data, ms, pan, nfe=args.nfe, samples=args.samples, seed=args.seed,
                                        tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                                        device=args.device, phase=phase[0], engine=engine_config(args))
+    fused, std = crop(fused), crop(std)
     coords["band"] = list(data["bands"])
     out = xr.Dataset({"image": (("band", "y", "x"), fused), "std": (("band", "y", "x"), std)}, coords=coords)
     out["image"].attrs["units"] = "input MS units (DN), sharpened to the pan grid (posterior mean)"
@@ -329,7 +483,8 @@ def _pansharpen_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[s
 
 
 def _pansharpen_classical(args: argparse.Namespace, ms: Any, names: list[str], pan: Any, ratio: int, phase: int,
-                          reason: str, coords: dict[str, Any], grids: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+                          reason: str, coords: dict[str, Any], grids: dict[str, Any],
+                          crop: Any = lambda a: a) -> tuple[Any, dict[str, Any]]:
     """:data:`FALLBACK_METHOD` on the whole scene where the prior cannot serve, with a one-line note."""
     import xarray as xr
 
@@ -345,6 +500,7 @@ def _pansharpen_classical(args: argparse.Namespace, ms: Any, names: list[str], p
         print(f"note: {note}")
     fused = PANSHARPEN_BASELINES[FALLBACK_METHOD](np.asarray(ms, np.float64), np.asarray(pan, np.float64), ratio,
                                                   phase, gains=gains, pan_gain=MTF_PAN)
+    fused = crop(fused)
     out = xr.Dataset({"image": (("band", "y", "x"), fused.astype(np.float32))}, coords={**coords, "band": names})
     out["image"].attrs["units"] = f"input MS units, sharpened to the pan grid by {FALLBACK_METHOD}"
     info = {"task": "pansharpen", "ratio": ratio, **grids, "method": FALLBACK_METHOD, "note": note, "nfe": 0,
@@ -488,6 +644,9 @@ def run_remote(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     defaults = DEFAULT_SAMPLING[args.task]
+    # the any-band prior has its own defaults (pan-sharpening decides which prior serves the bands later)
+    args.anyband_sampling = tuple(d if v is None else int(v) for d, v in zip(ANYBAND_SAMPLING, (args.nfe, args.samples),
+                                                                             strict=True))
     args.nfe = defaults[0] if args.nfe is None else int(args.nfe)
     args.samples = defaults[1] if args.samples is None else int(args.samples)
     if args.nfe < 1 or args.samples < 1:
@@ -502,6 +661,7 @@ def run_remote(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with torch.no_grad():
         out, info = {"pansharpen": _pansharpen_store, "s2sr": _s2sr_store}.get(args.task, _cloud_store)(args, model)
+    model = info.pop("_model", model)  # pan-sharpening may have run the any-band prior instead
     seconds = time.perf_counter() - start
     if args.task == "pansharpen":
         inputs = [(args.input, info["pan_group"]), (args.input, info["ms_group"])]

@@ -132,10 +132,17 @@ def test_evaluate_pansharpen_cli_writes_json(tmp_path, capsys):
     code = main(["evaluate", "--task", "pansharpen", "--ms", *ms, "--ratio", "2", "--nfe", "1", "--crop", "40",
                  "--samples", "1", "--baselines", "gsa", "--quiet", "--json", str(out)])
     assert code == 0 and "synthesised" in json.loads(out.read_text())["params"]["pan"]
-    # a band set the prior does not know (6 of its 7 bands) or another ratio: the classical methods, with a note
+    # a band set the Landsat-8 prior does not know (6 of its 7 bands): the any-band prior serves it, with a note
     capsys.readouterr()
-    for argv, why, bands in ((["--ms", *ms[:6], "--pan", str(L8 / "l8_B8.tif"), "--ratio", "2"], "not B07", BANDS[:6]),
-                             (["--ms", *ms, "--ratio", "4"], "ratio 2, not 4", BANDS)):
+    code = main(["evaluate", "--task", "pansharpen", "--ms", *ms[:6], "--pan", str(L8 / "l8_B8.tif"), "--ratio", "2",
+                 "--nfe", "1", "--samples", "2", "--crop", "40", "--baselines", "mtf_glp", "--quiet", "--json",
+                 str(out)])
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    served = json.loads(out.read_text())
+    assert code == 0 and len(notes) == 1 and notes[0].startswith("note: any-band prior") and "not B07" in notes[0]
+    assert set(served["methods"]) == {"mtf_glp", "diffusion"} and served["params"]["bands"] == BANDS[:6]
+    # another ratio (neither prior serves it): the classical methods, with a note
+    for argv, why, bands in ((["--ms", *ms, "--ratio", "4"], "ratio 2, not 4", BANDS),):
         code = main(["evaluate", "--task", "pansharpen", *argv, "--crop", "40", "--baselines", "gsa,mtf_glp",
                      "--quiet", "--json", str(out)])
         assert code == 0
@@ -224,17 +231,18 @@ def test_reconstruct_pansharpen_keeps_the_pan_georeference(tmp_path, capsys):
     assert main(["export", str(out), "--format", "geotiff", "-o", str(cog)]) == 0
     with rasterio.open(cog) as src, rasterio.open(files[-1]) as pan:
         assert src.crs == pan.crs and src.transform == pan.transform and src.count == 7
-    # six MS bands (no B07): the prior cannot serve them -> MTF-GLP with a one-line note, same georeference
+    # six MS bands (no B07): the Landsat-8 prior cannot serve them -> the any-band prior, one-line note, same
+    # georeference (the classical fallback where neither prior serves: tests/test_pansharpen_anyband.py)
     six = tmp_path / "six.zarr"
     assert main(["ingest", *map(str, files[:6]), str(files[-1]), "-o", str(six), "-q"]) == 0
     capsys.readouterr()
     assert main(["reconstruct", "--task", "pansharpen", "--input", str(six), "-o", str(tmp_path / "six_sharp.zarr"),
-                 "--threads", "1"]) == 0
-    assert [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note: classical fallback")]
+                 "--nfe", "1", "--samples", "2", "--tile", "32", "--threads", "1"]) == 0
+    assert [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note: any-band prior")]
     res6 = open_store(tmp_path / "six_sharp.zarr")
-    assert res6["image"].shape == (6, 60, 60) and list(res6["band"].values) == BANDS[:6] and "std" not in res6
+    assert res6["image"].shape == (6, 60, 60) and list(res6["band"].values) == BANDS[:6] and "std" in res6
     assert tuple(res6["image"].rio.transform()) == tuple(pan_ds["image"].rio.transform())
-    assert res6.attrs["reconstruction"]["method"] == "mtf_glp" and "not B07" in res6.attrs["reconstruction"]["note"]
+    assert res6.attrs["reconstruction"]["prior"] == "anyband" and "not B07" in res6.attrs["reconstruction"]["note"]
     capsys.readouterr()
     ms_only = tmp_path / "ms.zarr"
     assert main(["ingest", *map(str, files[:7]), "-o", str(ms_only), "-q"]) == 0
