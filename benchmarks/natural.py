@@ -22,7 +22,8 @@ load 10, 2026-12-04; the tiny prior costs 1-3 s per NFE at 256x256 there). ``--p
 ``--tune`` instead grid-searches the classical baselines' parameters
 (:data:`scorerecon.modalities.natural.baselines.GRIDS`) on crops of TRAINING images (kodim02,
 07, 15) and prints the table the values in ``TUNED`` were copied from; ``--tune-solvers`` does
-the same for the DiffPIR ``lam`` and the DPS step on one training crop.
+the same for the DiffPIR ``lam`` and the DPS step on one training crop; ``--tune-pnp`` grids the
+PnP solver's ``sigma_max`` and ``lam`` on the three training crops (mean PSNR per task).
 
 Usage::
 
@@ -66,10 +67,14 @@ RUNS: list[tuple[str, str, dict]] = [
 #: compares the conditional model and the zero-shot solvers at equal NFE (1 x nfe and 4 x nfe)
 VARIANTS: dict[str, list[dict]] = {
     "sr_x4": [{"solvers": ["ddrm", "prox"]}, {"solvers": ["cond_sr"], "cond_samples": 1},
-              {"solvers": ["prox"], "samples": 4}, {"solvers": ["cond_sr"]}],
-    "denoise_25": [{"solvers": ["tweedie_x8", "sdedit", "ddrm"]}, {"solvers": ["ddrm"], "start": "prior"}],
-    "inpaint_random": [{"solvers": ["ddrm"]}, {"solvers": ["prox"], "samples": 4}],
-    "deblur_motion": [{"solvers": ["ddrm"]}, {"solvers": ["prox"], "samples": 4}],
+              {"solvers": ["prox"], "samples": 4}, {"solvers": ["cond_sr"]}, {"solvers": ["pnp"]},
+              {"solvers": ["pnp"], "samples": 4}],
+    "denoise_25": [{"solvers": ["tweedie_x8", "sdedit", "ddrm"]}, {"solvers": ["ddrm"], "start": "prior"},
+                   {"solvers": ["pnp"]}],
+    "inpaint_random": [{"solvers": ["ddrm"]}, {"solvers": ["prox"], "samples": 4}, {"solvers": ["pnp"]},
+                       {"solvers": ["pnp"], "samples": 4}],
+    "deblur_motion": [{"solvers": ["ddrm"]}, {"solvers": ["prox"], "samples": 4}, {"solvers": ["pnp"]},
+                      {"solvers": ["pnp"], "samples": 4}],
     "lowlight": [{"solvers": ["cond_lowlight"]}],
 }
 #: the issue's targets: best diffusion minus best classical PSNR must be >= this (dB)
@@ -157,6 +162,41 @@ def run_solver_tuning(size: int, nfe: int, solvers: tuple[str, ...] = ("ddrm", "
         print(f"{task}: best {best}", flush=True)
 
 
+def run_pnp_tuning(size: int, nfe: int, prior: Path) -> None:
+    """Grid of the PnP ladder's top ``sigma_max`` (then ``lam`` where the measurement is noisy) on
+    TRAINING crops (kodim02, 07, 15), mean PSNR per task; the best values went into ``PNP_DEFAULTS``."""
+    from scorerecon.models.checkpoint import load_score_model
+    from scorerecon.pipelines.evaluate_natural import rgb_metrics
+    from scorerecon.pipelines.tasks.natural import natural_problem, restore_zero_shot
+    from scorerecon.pipelines.tasks.pnp import PNP_DEFAULTS
+
+    model = load_score_model(prior)
+    clean = [_crop(load_rgb(KODAK / f"{n}.png"), size) for n in TRAINING_TUNE]
+    for task, opts in (("sr", {"scale": 4}), ("deblur", {"kernel": "motion"}), ("denoise", {"sigma": 25.0}),
+                       ("inpaint", {"mask": "random"})):
+        cases = []
+        for k, img in enumerate(clean):
+            x = torch.from_numpy(img.transpose(2, 0, 1)[None].copy())
+            op, y, noise, _ = _degrade(task, x, {"scale": 4, "sigma": 25.0, "kernel": "motion", "mask": "random",
+                                                 **opts}, 100 + k)
+            cases.append((img, natural_problem(y.float(), op, model.card, noise)))
+        best = dict(PNP_DEFAULTS)
+        grids = [("sigma_max", (0.5, 1.0, 2.0))] + ([("lam", (0.3, 1.0, 3.0))] if cases[0][1].info[
+            "noise_std_model"] > 0 else [])
+        for key, grid in grids:
+            scores = {}
+            for value in grid:
+                setting = {**best, key: value}
+                psnrs = [rgb_metrics(img, _hwc(restore_zero_shot(problem, model, "pnp", nfe=nfe, seed=0,
+                                                                 **setting).image))["psnr"]
+                         for img, problem in cases]
+                scores[value] = float(np.mean(psnrs))
+                print(f"{task} pnp {key}={value} ({', '.join(f'{v:.2f}' for v in psnrs)}): mean {scores[value]:.2f} dB",
+                      flush=True)
+            best[key] = max(scores, key=scores.get)
+        print(f"{task}: best {best}", flush=True)
+
+
 def save_panels(res: dict, path: Path) -> None:
     """The first image of every method of one run, for :func:`figure` (so runs can be made separately)."""
     np.savez_compressed(path, **{name: np.asarray(imgs[0], dtype=np.float32) for name, imgs in res["_images"].items()})
@@ -205,7 +245,8 @@ def figure(out: Path, path: Path) -> None:
 def run_set(label: str, task: str, opts: dict, inputs: list[Path], args: argparse.Namespace) -> dict:
     """Every variant of one run on one image set, merged into one result (methods in call order)."""
     merged: dict | None = None
-    variants = [{"solvers": ["cond_sr"]}] if label == "sr_x4" and args.cond_only else VARIANTS[label]
+    only = set(args.only.split(",")) if args.only else ({"cond_sr"} if args.cond_only else None)
+    variants = [v for v in VARIANTS[label] if only is None or only & set(v["solvers"])]
     for k, variant in enumerate(variants):
         res = evaluate_natural(task, inputs, nfe=args.nfe, seed=args.seed, crop=args.crop, keep_images=True,
                                checkpoint=args.prior, cond_checkpoint=args.sr_checkpoint if task == "sr" else None,
@@ -244,6 +285,8 @@ def main() -> None:
     parser.add_argument("--runs", default=",".join(r[0] for r in RUNS))
     parser.add_argument("--prior", default=None, help="zero-shot prior (default checkpoints/kodak_prior)")
     parser.add_argument("--sr-checkpoint", default=None, help="conditional x4 SR model (default photos_sr4)")
+    parser.add_argument("--only", default=None,
+                        help="comma list of solvers: run only the variants using one of them (baselines always run)")
     parser.add_argument("--cond-only", action="store_true",
                         help="sr_x4: only the classical baselines and the conditional model (comparing SR checkpoints)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "natural")
@@ -252,6 +295,7 @@ def main() -> None:
     parser.add_argument("--figure-only", action="store_true", help="redraw the figure from the runs saved in --out")
     parser.add_argument("--tune", action="store_true", help="tune the classical baselines on training crops")
     parser.add_argument("--tune-solvers", action="store_true", help="tune DiffPIR lam / DPS step on a training crop")
+    parser.add_argument("--tune-pnp", action="store_true", help="tune the PnP ladder on training crops")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.tune:
@@ -259,6 +303,9 @@ def main() -> None:
         return
     if args.tune_solvers:
         run_solver_tuning(64, args.nfe)
+        return
+    if args.tune_pnp:
+        run_pnp_tuning(128, args.nfe, args.prior or REPO / "checkpoints" / "kodak_prior")
         return
     if args.figure_only:
         figure(args.out, args.figure)

@@ -26,6 +26,9 @@ Zero-shot (one unconditional RGB prior, ``checkpoints/kodak_prior``; every solve
              network call). ``tweedie_x8`` averages it over the 8 flips / rotations (8 NFE).
 ``sdedit``   denoising only: DDIM (``eta = 0``, no data term) from ``alpha_t* y`` at ``t*`` down
              to ``t = 0`` -- SDEdit (Meng et al., ICLR 2022) started where the measurement is.
+``pnp``      DPIR-style plug-and-play (Zhang et al., TPAMI 2021): the prior's Tweedie denoiser
+             and the exact data step alternated over a decreasing noise ladder, deterministic,
+             from ``A^+ y`` (:mod:`scorerecon.pipelines.tasks.pnp`).
 ============ ====================================================================================
 
 **Where the reverse process starts** (``start=`` of :func:`restore_zero_shot`):
@@ -82,7 +85,7 @@ __all__ = [
     "tweedie_denoise",
 ]
 
-NATURAL_SOLVERS: tuple[str, ...] = ("tweedie", "tweedie_x8", "sdedit", "ddrm", "prox", "dps")
+NATURAL_SOLVERS: tuple[str, ...] = ("tweedie", "tweedie_x8", "sdedit", "ddrm", "prox", "dps", "pnp")
 #: where the reverse process of ``ddrm`` / ``prox`` / ``dps`` starts (module docstring)
 STARTS: tuple[str, ...] = ("prior", "measurement")
 
@@ -312,6 +315,13 @@ def restore_zero_shot(problem: Problem, model: Any, solver: str, nfe: int = 20, 
     """
     if solver in ("tweedie", "tweedie_x8"):
         return tweedie_denoise(problem, model, device, ensemble=8 if solver == "tweedie_x8" else 1, engine=engine)
+    if solver == "pnp":  # deterministic plug-and-play with the prior's denoiser: no start, no sampler
+        if init is not None or start != "prior":
+            raise ValueError("pnp starts from the pseudo-inverse A^+ y; it takes no start or init")
+        from scorerecon.pipelines.tasks.pnp import pnp_restore
+
+        return pnp_restore(problem, model, nfe=nfe, seed=seed, device=device, n_samples=n_samples, engine=engine,
+                           **overrides)
     if solver not in NATURAL_SOLVERS:
         raise ValueError(f"unknown natural-image solver {solver!r}; expected one of {list(NATURAL_SOLVERS)}")
     if start not in STARTS:

@@ -159,7 +159,7 @@ def _natural(name: str, summary: str, operator: str, solvers: tuple[str, ...], d
                                            "image store (band, y, x)")
 
 
-_ZERO_SHOT = ("ddrm", "prox", "dps")
+_ZERO_SHOT = ("ddrm", "prox", "dps", "pnp")
 _REMOTE_EVALUATE = "scorerecon.pipelines.evaluate_remote"
 _REMOTE_RECONSTRUCT = "scorerecon.pipelines.reconstruct_remote:run_remote"
 
