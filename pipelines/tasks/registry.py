@@ -247,7 +247,9 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
     _natural("deblur", "non-blind deblurring of a photograph (known Gaussian or motion kernel, noise sigma)", "Blur",
              _ZERO_SHOT, "prox", 20, ("--kernel", "--sigma", "--crop")),
     _natural("denoise", "Gaussian denoising of a photograph (sigma given or estimated)", "Identity",
-             ("tweedie", "tweedie_x8", "sdedit", *_ZERO_SHOT), "tweedie_x8", 20, ("--sigma", "--crop")),
+             # no pnp: on held-out photos it was 2-4 dB under tweedie_x8 (docs/natural_images.md)
+             ("tweedie", "tweedie_x8", "sdedit", *(s for s in _ZERO_SHOT if s != "pnp")), "tweedie_x8", 20,
+             ("--sigma", "--crop")),
     _natural("inpaint", "inpainting of a photograph's missing pixels (a mask, or its transparent pixels)",
              "Inpainting", _ZERO_SHOT, "prox", 20, ("--mask", "--inpaint-mask", "--crop")),
     _natural("lowlight", "low-light enhancement of a dark, noisy photograph (conditional model only)", "LowLight",
