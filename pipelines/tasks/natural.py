@@ -82,6 +82,7 @@ __all__ = [
     "natural_problem",
     "restore_conditional",
     "restore_zero_shot",
+    "dihedral",
     "tweedie_denoise",
 ]
 
@@ -188,7 +189,7 @@ def _image_shape(operator: LinearOperator, y: Tensor) -> tuple[int, int]:
     return tuple(int(s) for s in shape) if shape is not None else tuple(y.shape[-2:])
 
 
-def _dihedral(x: Tensor, k: int, inverse: bool = False) -> Tensor:
+def dihedral(x: Tensor, k: int, inverse: bool = False) -> Tensor:
     """The ``k``-th of the 8 flips / quarter turns of the last two dims (or its inverse)."""
     if not inverse:
         x = x.flip(-1) if k >= 4 else x
@@ -292,7 +293,7 @@ def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "
     start = time.perf_counter()
     with torch.no_grad():
         x_t = _b(sde.alpha(t), problem.y) * problem.y.to(device, torch.float32)
-        x0 = torch.stack([_dihedral(wrapped.predict(_dihedral(x_t, k), t).x0, k, inverse=True)
+        x0 = torch.stack([dihedral(wrapped.predict(dihedral(x_t, k), t).x0, k, inverse=True)
                           for k in range(ensemble)]).mean(0)
     seconds = time.perf_counter() - start
     return Reconstruction(x0, problem.to_physical(x0), None, ensemble, seconds, "tweedie",

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from scorerecon.pipelines.tasks import Problem, Reconstruction, sample_seeds
+from scorerecon.pipelines.tasks.natural import dihedral, measurement_time
 
 Tensor = torch.Tensor
 
@@ -52,15 +53,6 @@ def sigma_ladder(n: int, sigma_max: float, sigma_min: float) -> np.ndarray:
     return np.geomspace(sigma_max, sigma_min, n) if n > 1 else np.array([sigma_min])
 
 
-def _dihedral(x: Tensor, k: int, inverse: bool = False) -> Tensor:
-    """The ``k``-th of the 8 flips / quarter turns of the last two dims (or its inverse)."""
-    if not inverse:
-        x = x.flip(-1) if k >= 4 else x
-        return torch.rot90(x, k % 4, (-2, -1))
-    x = torch.rot90(x, -(k % 4), (-2, -1))
-    return x.flip(-1) if k >= 4 else x
-
-
 def pnp_restore(problem: Problem, model: Any, nfe: int = 20, seed: int = 0, device: torch.device | str = "cpu",
                 n_samples: int = 1, engine: Any = None, **overrides: Any) -> Reconstruction:
     """DPIR with ``model``'s Tweedie denoiser on ``problem`` (``nfe`` denoiser calls = ladder steps).
@@ -70,7 +62,6 @@ def pnp_restore(problem: Problem, model: Any, nfe: int = 20, seed: int = 0, devi
     (sample ``s`` of element ``i`` uses :func:`~scorerecon.pipelines.tasks.sample_seeds`).
     """
     from scorerecon.pipelines.tasks.batching import prepare_engine
-    from scorerecon.pipelines.tasks.natural import measurement_time
 
     unknown = set(overrides) - set(PNP_DEFAULTS)
     if unknown:
@@ -101,8 +92,8 @@ def pnp_restore(problem: Problem, model: Any, nfe: int = 20, seed: int = 0, devi
                 z = torch.empty_like(x)
                 for turn in np.unique(draws[:, k]):  # elements sharing an orientation ride in one call
                     idx = torch.from_numpy(np.flatnonzero(draws[:, k] == turn)).to(device)
-                    state = _dihedral(alphas[k] * x[idx], int(turn))
-                    z[idx] = _dihedral(net.predict(state, t[: len(idx)]).x0, int(turn), inverse=True)
+                    state = dihedral(alphas[k] * x[idx], int(turn))
+                    z[idx] = dihedral(net.predict(state, t[: len(idx)]).x0, int(turn), inverse=True)
                 if sigma_n > 0:
                     gamma = float(level) ** 2 / (spec["lam"] * sigma_n**2)
                     x = op.prox_l2(z, y, gamma).to(torch.float32)
