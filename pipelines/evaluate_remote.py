@@ -16,6 +16,16 @@ output is the mean of ``--samples`` (default 5) DDIM samples of ``--nfe`` (defau
 10 network evaluations in all (the JSON's ``nfe`` is that total); the 2 x 5 split was chosen on a
 training strip of the scene, never on held-out pixels.
 
+Any other band set (another sensor, a subset, any count) whose wavelengths are known -- from the file names:
+``LE07_...`` / ``L7_...`` Landsat-7 ETM+ (a 6-band stack without descriptions is B1-B5, B7), ``LT05``
+Landsat-5 TM, ``l8_`` / ``LC08`` Landsat-8, ``s2_`` Sentinel-2
+(:func:`~scorerecon.modalities.optical.anyband.infer_bands`) -- at ratio 2 is sharpened band by band by the
+any-band prior (``checkpoints/anyband_pansharpen``,
+:mod:`scorerecon.modalities.optical.anyband`; ``params.prior = "anyband"``, one ``note`` line), with its own
+default sampling (``reconstruct_remote.ANYBAND_SAMPLING``); on one of its training scenes' grids only that
+scene's held-out columns are scored. Where neither prior serves (unknown wavelengths, another ratio) the
+classical methods alone are scored, with a one-line ``note: classical fallback: ...`` saying why.
+
 Sentinel-2 20 m -> 10 m super-resolution (``--task s2sr --ms FILE...``: the six 20 m bands B05,
 B06, B07, B8A, B11, B12 and the four 10 m bands B02, B03, B04, B08, one file each, names from the
 file names): Wald reduced resolution on block-aligned grids

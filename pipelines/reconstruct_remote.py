@@ -9,6 +9,13 @@ grid: ``image (band, y, x)`` float32 in the input's units, with the pan group's 
 ``1 / ratio`` and shifted by the grid phase (:func:`~scorerecon.modalities.optical.degradation.grid_phase`).
 The output is the mean of ``--samples`` (default 5) DDIM samples of ``--nfe`` (default 2) steps,
 and their per-pixel std (``std``). ``scorerecon export --format geotiff`` turns it into a COG.
+An MS group the Landsat-8 prior cannot serve (other bands or sensor: Landsat-7 ETM+ ``LE07_..._B*.TIF``, a
+band subset, ...) whose wavelengths are known from the ingested file names goes to the any-band prior
+(:func:`anyband_scene`, ``checkpoints/anyband_pansharpen``, ratio 2), with one ``note: any-band prior: ...``
+line; where neither prior serves, MTF-GLP with ``note: classical fallback: ...`` (:func:`_pansharpen_classical`).
+A pan grid whose row and column phases differ (pan starting on an MS pixel centre in one axis only) is
+mirror-padded to a common phase and the output cropped back (:func:`align_pan`), so the output keeps the pan's
+exact grid.
 Both tasks' outputs carry the provenance every reconstruction does
 (:func:`scorerecon.pipelines.record.finish_output`: the source files of every input store read,
 the prior, the command, versions) plus ``crs`` and ``transform`` attrs mirroring ``spatial_ref``.
@@ -74,7 +81,10 @@ FALLBACK_METHOD = "mtf_glp"
 ANYBAND_CHECKPOINT = "anyband_pansharpen"
 #: its (DDIM steps per sample, samples) when --nfe / --samples are not given: chosen on Landsat-8 and
 #: Sentinel-2 *training* columns (benchmarks/pansharpen_anyband.py --tune), never on held-out data
-ANYBAND_SAMPLING = (2, 5)
+ANYBAND_SAMPLING = (1, 10)
+#: back-projection steps onto the measured MS after sampling
+#: (:func:`~scorerecon.modalities.optical.anyband.consistency`), chosen with the sampling on training columns
+ANYBAND_CONSISTENCY = 5
 
 
 def load_task_model(task: str, checkpoint: str | Path | None = None, device: str = "cpu") -> tuple[Any, str]:
@@ -150,20 +160,25 @@ def anyband_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, band
                   phase: float | tuple[float, float] | None, pan_range: tuple[float, float],
                   gains: list[float] | None = None, *, nfe: int = 2, samples: int = 5, seed: int = 0, tile: int = 128,
                   overlap: float = 0.25, batch_size: int | None = None, device: str = "cpu",
-                  engine: Any = None) -> tuple[np.ndarray, np.ndarray, Any]:
+                  engine: Any = None, consistency_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
     """Sharpen ``ms`` ``(C, h, w)`` band by band with the any-band prior -> mean, std ``(C, H, W)`` float32.
 
     Every band's conditions come from the whole scene (:func:`~scorerecon.modalities.optical.anyband.prepare`:
     interpolation, MTF-GLP with its scene-wide injection gains, pan z-score); then ``samples`` posterior samples
     of each band (coherent images, fused tiles; one engine run per band, which bounds memory) run through
-    the tile engine; each output is ``MTF-GLP + x * sd_b / residual_scale`` in the input's units.
+    the tile engine; each output is ``MTF-GLP + x * sd_b / residual_scale`` in the input's units, then
+    ``consistency_steps`` (default :data:`ANYBAND_CONSISTENCY`) back-projection steps onto the band's measurement.
     """
-    from scorerecon.modalities.optical.anyband import prepare
+    from scorerecon.modalities.optical.anyband import consistency, prepare
     from scorerecon.pipelines.engine import TileItem
     from scorerecon.pipelines.tiling import TileGrid
 
     scale = float(card_data["normalization"]["residual_scale"])
-    stack = prepare(np.asarray(ms, np.float64), np.asarray(pan, np.float64), ratio, phase, bands, pan_range, gains)
+    low = np.asarray(ms, np.float64)
+    gains = [b.mtf_nyquist for b in bands] if gains is None else list(gains)
+    steps = ANYBAND_CONSISTENCY if consistency_steps is None else int(consistency_steps)
+    stack = prepare(low, np.asarray(pan, np.float64), ratio, phase, bands, pan_range, gains,
+                    base_steps=int(card_data.get("base_steps", 0)))
     channels = int(stack.up.shape[0])
     h, w = stack.panz.shape
     (hp, wp), size = _grid_shape(h, w, tile, overlap)
@@ -191,9 +206,10 @@ def anyband_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, band
     for k in range(channels):  # one band at a time: the fused path holds every tile of its images in memory
         grids = [TileGrid((1, hp, wp), size, overlap, source=f"b{k}s{i}") for i in range(samples)]
         runs.append(engine.run(grids, read, sampler="ddim", nfe=nfe, postprocess=post, eta=0.0, fuse=True))
-        out = torch.stack([runs[-1].outputs[g.source][0, :h, :w] for g in grids]).double()
-        mean[k] = out.mean(0).float().numpy()
-        std[k] = (out.std(0, unbiased=True) if samples > 1 else torch.zeros_like(out[0])).float().numpy()
+        out = np.stack([consistency(runs[-1].outputs[g.source][0, :h, :w].double().numpy(), low[k], ratio, phase,
+                                    gains[k], steps) for g in grids])
+        mean[k] = out.mean(0)
+        std[k] = out.std(0, ddof=1) if samples > 1 else 0.0
     result = replace(runs[-1], n_tiles=sum(r.n_tiles for r in runs), n_batches=sum(r.n_batches for r in runs))
     return mean, std, result
 

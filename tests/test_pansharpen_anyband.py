@@ -83,6 +83,20 @@ def test_band_code_and_neighbours():
     assert neighbours(bands[:1]) == [0]  # a single band is its own neighbour
 
 
+@needs_l8
+def test_back_projection_reproduces_the_measured_band():
+    from scorerecon.modalities.optical.anyband import consistency
+    from scorerecon.modalities.optical.degradation import upsample
+
+    ref, _ = read_bands([L8 / "l8_B4.tif"])
+    ref = ref[0, :64, :64]
+    low = wald_degrade(ref, 2, 0.29, 1)
+    start = upsample(low, 2, ref.shape, 1)
+    misfit = [np.abs(wald_degrade(consistency(start, low, 2, 1, 0.29, n), 2, 0.29, 1) - low).mean() for n in (0, 1, 3)]
+    assert misfit[0] > misfit[1] > misfit[2]
+    assert np.array_equal(consistency(start, low, 2, 1, 0.29, 0), start)
+
+
 # ------------------------------------------------------------------------------------------------
 # training pairs
 # ------------------------------------------------------------------------------------------------

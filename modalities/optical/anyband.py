@@ -8,18 +8,22 @@ inside the pan's spectral range (:func:`band_code`; the overlap is what makes th
 transferable to the band: Landsat-8 pan 500-680 nm, Landsat-7 ETM+ pan 520-900 nm, a synthetic pan
 the overlap-weighted visible bands).
 
-What it generates. ``x = s * (v(ref_b) - v(glp_b))``: the band's difference from its **MTF-GLP**
-estimate (:func:`~.baselines.mtf_glp`, the best classical method on the held-out Landsat-8
-benchmark), a residual on top of the best classical method, so a model that has learnt nothing
-returns MTF-GLP and what it learns is a correction (PanDiff's residual, Meng et al. 2023, moved
-from the interpolation to the classical estimate). ``v`` is the band's own scene normalisation
-``(DN - mu_b) / sd_b`` with ``mu_b, sd_b`` the mean and std of the *low-resolution input* band,
-available at inference on any sensor and in any units (DN, reflectance), so nothing of a
-training sensor's radiometry is baked in; ``s`` (``residual_scale``) is one global constant
-making the training residual unit-variance.
+What it generates. ``x = s * (v(ref_b) - v(base_b))``: the band's difference from a **classical base**,
+MTF-GLP (:func:`~.baselines.mtf_glp`, the best classical method on the held-out Landsat-8 benchmark) made
+consistent with the measured band by :data:`BASE_STEPS` back-projection steps (:func:`consistency`: the
+base, degraded by the band's MTF and decimated, reproduces the low-resolution input; it removes much of
+the interpolation's low-frequency blur on its own). A residual on top of the best classical estimate, so a
+model that has learnt nothing returns the base and what it learns is a correction (PanDiff's residual, Meng
+et al. 2023, moved from the interpolation to the classical estimate; a first run on plain MTF-GLP spent
+its capacity on the deblurring the back-projection does for free, see docs/remote_sensing.md). ``v`` is the
+band's own scene normalisation ``(DN - mu_b) / sd_b`` with ``mu_b, sd_b`` the mean and std of the
+*low-resolution input* band, available at inference on any sensor and in any units (DN, reflectance), so
+nothing of a training sensor's radiometry is baked in; ``s`` (``residual_scale``) is one global constant
+making the training residual unit-variance. After sampling, the output gets the same back-projection
+(``reconstruct_remote.ANYBAND_CONSISTENCY`` steps, chosen on training columns).
 
-Condition (7 channels, :meth:`BandStack.cond`): ``v(up(b_low))``, ``v(glp_b)``, the pan
-z-scored over the scene, the MTF-GLP estimate of the band's **spectral neighbour** (nearest centre
+Condition (7 channels, :meth:`BandStack.cond`): ``v(up(b_low))``, ``v(base_b)``, the pan
+z-scored over the scene, the base of the band's **spectral neighbour** (nearest centre
 wavelength among the other input bands, in its own ``v`` units) -- a band processed alone cannot
 see the spectral vector it belongs to, and the neighbour's estimate lets the correction of band
 ``b`` follow the spectral shape around it, which is what SAM measures -- and the three constant
@@ -61,7 +65,7 @@ from scorerecon.modalities.optical.baselines import mtf_glp
 from scorerecon.modalities.optical.datasets import dihedral, read_bands, resolve_path
 from scorerecon.modalities.optical.degradation import synthesize_pan, wald_degrade
 
-__all__ = ["LANDSAT7", "LANDSAT5", "COND_CHANNELS", "band_code", "neighbours", "BandStack", "prepare",
+__all__ = ["LANDSAT7", "LANDSAT5", "COND_CHANNELS", "band_code", "neighbours", "BandStack", "prepare", "consistency",
            "infer_bands", "unknown_bands", "pan_band", "pan_range", "Scene", "landsat8_scenes", "sentinel2_scenes",
            "AnybandDataset"]
 
@@ -91,6 +95,8 @@ _STACK_ORDER = {"landsat7": ("B01", "B02", "B03", "B04", "B05", "B07"),
 #: wavelength axis of the code: log10 of 400..2500 nm -> [-1, 1]
 _LOG_LO, _LOG_HI = math.log10(400.0), math.log10(2500.0)
 COND_CHANNELS = 7
+#: back-projection steps that turn MTF-GLP into the base the prior corrects (module docstring)
+BASE_STEPS = 3
 
 
 def band_code(band: Band, pan_range: tuple[float, float]) -> np.ndarray:
@@ -173,11 +179,11 @@ def pan_range(pan_stem: str | None, ms_stems: Sequence[str] = ()) -> tuple[tuple
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class BandStack:
-    """Per-band network inputs of one scene: interpolated MS, MTF-GLP estimate, pan, codes.
+    """Per-band network inputs of one scene: interpolated MS, classical base, pan, codes.
 
-    ``up`` / ``glp`` ``(C, H, W)`` data units, ``panz`` ``(H, W)`` z-scored pan, ``mu`` / ``sd``
-    ``(C,)`` the low-resolution bands' statistics, ``nbr`` each band's spectral neighbour,
-    ``codes`` ``(C, 3)``.
+    ``up`` / ``glp`` ``(C, H, W)`` data units (``glp``: MTF-GLP + back-projection, the base), ``panz``
+    ``(H, W)`` z-scored pan, ``mu`` / ``sd`` ``(C,)`` the low-resolution bands' statistics, ``nbr`` each
+    band's spectral neighbour, ``codes`` ``(C, 3)``.
     """
 
     up: np.ndarray
@@ -200,7 +206,7 @@ class BandStack:
                                code]).astype(np.float32)
 
     def target(self, k: int, ref: np.ndarray, scale: float) -> np.ndarray:
-        """What the network generates for band ``k``: ``scale * (v(ref) - v(glp))``."""
+        """What the network generates for band ``k``: ``scale * (v(ref) - v(base))``."""
         return (scale * (self.v(k, ref) - self.v(k, self.glp[k]))).astype(np.float32)
 
     def unit(self, k: int, scale: float) -> float:
@@ -209,12 +215,13 @@ class BandStack:
 
 
 def prepare(ms_low: np.ndarray, pan: np.ndarray, ratio: int, phase: float | tuple[float, float] | None,
-            bands: Sequence[Band], pan_range: tuple[float, float], gains: Sequence[float] | None = None
-            ) -> BandStack:
+            bands: Sequence[Band], pan_range: tuple[float, float], gains: Sequence[float] | None = None,
+            base_steps: int = BASE_STEPS) -> BandStack:
     """The :class:`BandStack` of a low-resolution MS ``(C, h, w)`` and its pan ``(H, W)`` (data units).
 
     MTF-GLP (:func:`~.baselines.mtf_glp`, the bands' MTF gains, default each :class:`Band`'s)
-    runs on the whole scene, so its regression gains are the scene's.
+    runs on the whole scene, so its regression gains are the scene's; then ``base_steps`` back-projection
+    steps (:func:`consistency`) make it reproduce the measured MS: that is the base (``glp``) the prior corrects.
     """
     from scorerecon.modalities.optical.degradation import upsample
 
@@ -225,11 +232,32 @@ def prepare(ms_low: np.ndarray, pan: np.ndarray, ratio: int, phase: float | tupl
     gains = [b.mtf_nyquist for b in bands] if gains is None else list(gains)
     up = upsample(ms_low, ratio, pan.shape, phase)
     glp = mtf_glp(ms_low, pan, ratio, phase, gains=gains)
+    if base_steps:
+        glp = np.stack([consistency(glp[k], ms_low[k], ratio, phase, gains[k], base_steps) for k in range(len(glp))])
     mu = ms_low.mean((1, 2))
     sd = np.maximum(ms_low.std((1, 2)), 1e-6 * np.maximum(np.abs(mu), 1.0))
     panz = (pan - pan.mean()) / max(float(pan.std()), 1e-9)
     codes = np.stack([band_code(b, pan_range) for b in bands])
     return BandStack(up, glp, panz, mu, sd, neighbours(bands), codes)
+
+
+def consistency(fused: np.ndarray, low: np.ndarray, ratio: int, phase: float | tuple[float, float] | None,
+                gain: float, steps: int) -> np.ndarray:
+    """Iterative back-projection of one band ``(H, W)`` onto its low-resolution measurement ``low`` ``(h, w)``.
+
+    ``f <- f + up(low - D f)`` ``steps`` times, ``D`` the band's Wald degradation (MTF-matched blur, decimation:
+    :func:`~.degradation.wald_degrade`) and ``up`` the cubic interpolation (Irani & Peleg 1991): the output then
+    reproduces the measured MS when degraded, which a per-band sample matches only approximately. The number of
+    steps is a sampling setting chosen on training columns (``reconstruct_remote.ANYBAND_CONSISTENCY``).
+    """
+    from scorerecon.modalities.optical.degradation import upsample
+
+    f = np.asarray(fused, np.float64)
+    h, w = low.shape[-2:]
+    for _ in range(int(steps)):
+        residual = low - wald_degrade(f, ratio, gain, phase)[:h, :w]
+        f = f + upsample(residual, ratio, f.shape[-2:], phase)
+    return f
 
 
 # ------------------------------------------------------------------------------------------------
@@ -411,11 +439,12 @@ class AnybandDataset:
     def describe(self) -> dict[str, Any]:
         return {
             "kind": "anyband", "task": "pansharpen",
-            "scheme": "per-band residual diffusion on MTF-GLP: x = residual_scale * (v(ref_b) - v(glp_b)), v = (DN - "
-                      "mean(b_low)) / std(b_low); cond = [v(up b_low), v(glp_b), z(pan), v_n(glp_n) of the spectral "
+            "scheme": "per-band residual diffusion on MTF-GLP + back-projection (base_steps): x = residual_scale * "
+                      "(v(ref_b) - v(base_b)), v = (DN - mean(b_low)) / std(b_low); cond = [v(up b_low), v(base_b), "
+                      "z(pan), v_n(base_n) of the spectral "
                       "neighbour, code(centre, width, pan overlap)]; Wald reduced-resolution pairs",
             "bands": "any (per band; wavelengths must be known)", "ratio": self.ratio, "patch_size": self.patch,
-            "margin": self.margin, "cond_channels": COND_CHANNELS,
+            "margin": self.margin, "cond_channels": COND_CHANNELS, "base_steps": BASE_STEPS,
             "code": "band_code: log10 centre over 400-2500 nm, log10 FWHM over 10-300 nm, FWHM fraction in the pan "
                     "range, each -> [-1, 1]",
             "normalization": {"residual_scale": self.residual_scale,
