@@ -348,8 +348,10 @@ def test_closed_stdout_pipe_is_quiet(lab):
 
 def test_ctrl_c_during_start_up_is_one_line(lab):
     before = snapshot(lab)
+    # a shell's background job (`make test &`) ignores SIGINT and children inherit that, so Python would
+    # never raise KeyboardInterrupt: start the command the way a terminal does, with SIGINT at its default
     proc = subprocess.Popen([str(SCORERECON), *shlex.split(RECON)], cwd=lab / "work", stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(0.5)  # the command is still importing torch and building its parser
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

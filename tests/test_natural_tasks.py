@@ -1,7 +1,7 @@
 """Natural-image tasks: Kodak datasets, every solver end to end on the trained priors, the evaluate CLI.
 
 Solvers run on real 32x32 held-out Kodak crops with a few NFE under the committed checkpoints
-(checkpoints/kodak_prior, kodak_sr4, kodak_lowlight): plumbing, not quality.
+(checkpoints/kodak_prior, photos_sr4, kodak_lowlight): plumbing, not quality.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def test_ddrm_rejects_operators_without_svd(clean) -> None:
         DDRMGuidance(Plain(), clean)
 
 
-@pytest.mark.parametrize("name", ["kodak_sr4", "photos_sr4", "kodak_lowlight"])
+@pytest.mark.parametrize("name", ["photos_sr4", "kodak_lowlight"])
 def test_conditional_models_restore(clean, name) -> None:
     model = load_score_model(REPO / "checkpoints" / name)
     if name.endswith("_sr4"):
