@@ -417,8 +417,13 @@ class Trainer:
             with open(log_path, newline="") as handle:
                 for row in csv.DictReader(handle):
                     if int(row["step"]) <= self.step:
-                        self.log.append((int(row["step"]), float(row["loss"]), float(row["lr"]),
-                                         float(row["grad_norm"]), float(row["elapsed_s"])))
+                        self.log.append((int(row["step"]), _float32(row["loss"]), float(row["lr"]),
+                                         _float32(row["grad_norm"]), float(row["elapsed_s"])))
+
+
+def _float32(text: str) -> float:
+    """A logged float32 value read back exactly as training computed it (the log keeps 9 digits)."""
+    return float(np.float32(float(text)))
 
 
 def _loss_log_row(row: tuple) -> tuple:
