@@ -80,6 +80,16 @@ def test_noisy_deblurring_uses_the_weighted_data_step_and_averages_samples(prior
     assert rec.spec["sigma_min"] == pytest.approx(max(0.01, problem.info["noise_std_model"]))
     assert rec.std is not None and rec.samples.shape[0] == 2 and torch.isfinite(rec.image).all()
     assert not torch.equal(rec.samples[0], rec.samples[1])  # the orientation draws differ per sample
+    # the provenance says how the tile engine ran it, as for the sampler-based solvers
+    assert rec.execution["engine"] == "TileEngine" and rec.execution["device"] == "cpu"
+    assert rec.execution["sampler_calls"] == 2 * 3 and rec.execution["batch_size"] == photos.shape[0]
+
+
+def test_tweedie_denoising_records_its_execution(prior, photos) -> None:
+    y = photos + 25.0 / 255 * torch.randn(photos.shape, generator=torch.Generator().manual_seed(0))
+    problem = natural_problem(y, deg.Identity(photos.shape[-2:]), prior.card, 25.0)
+    rec = restore_zero_shot(problem, prior, "tweedie_x8")
+    assert rec.execution["engine"] == "TileEngine" and rec.execution["sampler_calls"] == 8
 
 
 def test_bad_settings_are_refused(prior, photos) -> None:

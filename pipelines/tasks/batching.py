@@ -130,11 +130,13 @@ def solve(problem: Problem, prior: PreparedPrior, solver: str, spec: dict[str, A
         for row, (k, i) in enumerate(chunk):
             states[k][i] = result.x[row]
         nfe_used = result.nfe
-    info = _execution(prior, f"planned batches of slices x samples ({reason})", size, calls)
+    info = execution_record(prior, f"planned batches of slices x samples ({reason})", size, calls)
     return [torch.stack(s) for s in states], seeds, nfe_used, info  # type: ignore[arg-type]
 
 
-def _execution(prior: PreparedPrior, batching: str, batch_size: int, calls: int) -> dict[str, Any]:
+def execution_record(prior: PreparedPrior, batching: str, batch_size: int, calls: int) -> dict[str, Any]:
+    """How the tile engine ran a solve (device, precision, compile mode, batching): the
+    ``execution`` block every reconstruction's provenance carries, whichever solver ran."""
     engine = prior.engine
     return {"engine": "TileEngine", "device": str(engine.device), "precision": engine.policy.name,
             "compile": engine.config.compile, "batching": batching, "batch_size": int(batch_size),
@@ -162,4 +164,4 @@ def _whole_batches(problem: Problem, prior: PreparedPrior, solver: str, spec: di
     why = "whole batch per sample: " + ("the caller's data step couples the slices" if guidance is not None else
                                         f"{solver} couples the slices" if solver in COUPLED_SOLVERS else
                                         "the problem cannot be cut")
-    return states, seeds, nfe_used, _execution(prior, why, int(problem.shape[0]), len(seeds))
+    return states, seeds, nfe_used, execution_record(prior, why, int(problem.shape[0]), len(seeds))

@@ -284,7 +284,7 @@ def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "
     sigma_y = float(problem.info["noise_std_model"])
     if sigma_y <= 0:
         raise ValueError("Tweedie denoising needs a noisy measurement (sigma > 0)")
-    from scorerecon.pipelines.tasks.batching import prepare_engine
+    from scorerecon.pipelines.tasks.batching import execution_record, prepare_engine
 
     prior = prepare_engine(model, problem, device, engine)  # the prior as the tile engine runs it
     wrapped, device = prior.net, prior.device
@@ -297,7 +297,9 @@ def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "
                           for k in range(ensemble)]).mean(0)
     seconds = time.perf_counter() - start
     return Reconstruction(x0, problem.to_physical(x0), None, ensemble, seconds, "tweedie",
-                          {"t": float(t[0]), "sigma_model": sigma_y, "ensemble": ensemble}, [])
+                          {"t": float(t[0]), "sigma_model": sigma_y, "ensemble": ensemble}, [],
+                          execution=execution_record(prior, "whole batch: one denoiser call per orientation",
+                                                     int(problem.shape[0]), ensemble))
 
 
 def restore_zero_shot(problem: Problem, model: Any, solver: str, nfe: int = 20, seed: int = 0,

@@ -61,7 +61,7 @@ def pnp_restore(problem: Problem, model: Any, nfe: int = 20, seed: int = 0, devi
     ``lam`` (:data:`PNP_DEFAULTS`). ``n_samples > 1`` averages runs whose orientation draws differ
     (sample ``s`` of element ``i`` uses :func:`~scorerecon.pipelines.tasks.sample_seeds`).
     """
-    from scorerecon.pipelines.tasks.batching import prepare_engine
+    from scorerecon.pipelines.tasks.batching import execution_record, prepare_engine
 
     unknown = set(overrides) - set(PNP_DEFAULTS)
     if unknown:
@@ -111,4 +111,7 @@ def pnp_restore(problem: Problem, model: Any, nfe: int = 20, seed: int = 0, devi
                 "noise_std_model": sigma_n, "t_first": float(times[0]), "t_last": float(times[-1])}
     if not math.isfinite(float(mean.abs().max())):
         raise FloatingPointError("PnP diverged (non-finite state)")
-    return Reconstruction(mean, image, std, len(ladder), seconds, "pnp", settings, seeds, samples)
+    execution = execution_record(prior, "whole batch per run: one denoiser call per ladder step and orientation",
+                                 n_el, int(n_samples) * len(ladder))
+    return Reconstruction(mean, image, std, len(ladder), seconds, "pnp", settings, seeds, samples,
+                          execution=execution)
