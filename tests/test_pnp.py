@@ -116,3 +116,36 @@ def test_evaluate_cli_scores_pnp(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert {"pnp", "biharmonic"} <= set(result["methods"]) and result["methods"]["pnp"]["nfe"] == 3
     assert result["params"]["solver_settings"]["pnp"]["start"] == "pseudo_inverse"
+
+
+def test_the_prior_sees_a_reflected_border_around_a_photo(prior, photos) -> None:
+    """Natural problems carry ``border_context``: the network is evaluated on the image reflect-padded
+    by that many pixels per side and its output is cropped back to the image."""
+    from scorerecon.pipelines.tasks import SliceModel
+    from scorerecon.pipelines.tasks.batching import prepare_engine
+    from scorerecon.pipelines.tasks.natural import NATURAL_BORDER_CONTEXT
+
+    problem = natural_problem(photos, deg.Identity((32, 32)), prior.card, 25.0)
+    assert problem.border_context == NATURAL_BORDER_CONTEXT > 0
+    assert prepare_engine(prior, problem, "cpu").net.context == NATURAL_BORDER_CONTEXT
+
+    seen: list[torch.Tensor] = []
+
+    class Recording:  # the real prior, with a record of the input it was handed
+        sde, card = prior.sde, prior.card
+
+        def predict(self, x, t, cond=None):
+            seen.append(x)
+            return prior.predict(x, t, cond)
+
+    c = 16
+    net = SliceModel(Recording(), multiple=8, context=c)
+    t = torch.full((2,), 0.3)
+    out = net.predict(photos, t)
+    assert seen[0].shape[-2:] == (32 + 2 * c, 32 + 2 * c) and out.output.shape == photos.shape
+    assert torch.equal(seen[0][..., c:-c, c:-c], photos)
+    assert torch.equal(seen[0][..., c - 3, c:-c], photos[..., 3, :])  # a mirror image beyond the edge
+    direct = prior.predict(seen[0], t).output[..., c:-c, c:-c]
+    assert torch.allclose(out.output, direct)
+    with pytest.raises(ValueError, match="context"):
+        SliceModel(prior, context=-1)

@@ -252,6 +252,11 @@ class Problem:
     #: kept as the whole problem made it; ``None``: the batch only runs whole. What lets the tile
     #: engine cut a volume's slices and samples into planned batches (:mod:`.batching`).
     select: Callable[[list[int]], Problem] | None = None
+    #: pixels of reflected context the network sees beyond every image edge (:class:`SliceModel`):
+    #: a photograph is cut from a larger scene, and a zero-padded UNet invents structure at the
+    #: cut (measured: ringing rows at a 256^2 crop's edges under ``photos_prior``); 0 where the
+    #: image edge is background (MRI, CT)
+    border_context: int = 0
 
     def spec(self, solver: str, **overrides: Any) -> dict[str, Any]:
         """The settings ``solver`` runs with on this problem."""
@@ -277,17 +282,27 @@ def downsampling_factor(model: Any) -> int:
 class SliceModel:
     """A score model applied to whole images of any size (a :class:`ScoreModel`).
 
-    Pads ``x_t`` by reflection to a multiple of ``multiple`` in every spatial dim, evaluates the
-    wrapped model and crops its output back (the network only ever sees a slightly larger noisy
-    image; the padded border is discarded); a ``cond`` of the state's spatial size (the
-    measurement of a conditional model) is padded the same way. With ``channels_as_batch`` a ``(B, C, ...)`` state is
-    evaluated as ``B * C`` one-channel images (score-MRI's real/imaginary treatment).
+    Pads ``x_t`` by reflection with ``context`` pixels on every side and then to a multiple of
+    ``multiple`` in every spatial dim, evaluates the wrapped model and crops its output back (the
+    network only ever sees a slightly larger noisy image; the padded border is discarded); a
+    ``cond`` of the state's spatial size (the measurement of a conditional model) is padded the
+    same way. With ``channels_as_batch`` a ``(B, C, ...)`` state is evaluated as ``B * C``
+    one-channel images (score-MRI's real/imaginary treatment).
     """
 
-    def __init__(self, model: Any, multiple: int | None = None, channels_as_batch: bool = False) -> None:
+    def __init__(self, model: Any, multiple: int | None = None, channels_as_batch: bool = False,
+                 context: int = 0) -> None:
         self.model, self.sde = model, model.sde
         self.multiple = downsampling_factor(model) if multiple is None else int(multiple)
         self.channels_as_batch = channels_as_batch
+        if context < 0:
+            raise ValueError(f"context must be >= 0 pixels, got {context}")
+        self.context = int(context)
+
+    def padded_size(self, n: int) -> int:
+        """The size the network sees for an image side of ``n`` pixels."""
+        n += 2 * self.context
+        return n + (-n) % self.multiple
 
     def predict(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
         b, c = x.shape[:2]
@@ -298,8 +313,8 @@ class SliceModel:
             z, tz = x.reshape(b * c, 1, *spatial), t.repeat_interleave(c)
         pads: list[int] = []
         for n in reversed(spatial):
-            extra = (-n) % self.multiple
-            pads += [extra // 2, extra - extra // 2]
+            extra = self.padded_size(n) - n - 2 * self.context
+            pads += [self.context + extra // 2, self.context + extra - extra // 2]
         if any(pads):
             mode = "reflect" if all(p < n for p, n in zip(pads[::2], reversed(spatial), strict=True)) else "replicate"
             z = nnf.pad(z, pads, mode=mode)

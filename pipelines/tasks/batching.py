@@ -75,7 +75,7 @@ def prepare_engine(model: Any, problem: Problem, device: torch.device | str,
         net = copy.copy(model)
         net.model = engine.model
     else:
-        net = SliceModel(engine.model, None, problem.channels_as_batch)
+        net = SliceModel(engine.model, None, problem.channels_as_batch, problem.border_context)
     return PreparedPrior(engine, net, inner)
 
 
@@ -89,7 +89,7 @@ def batch_size_for(engine: TileEngine, net: SliceModel, problem: Problem, n_elem
     costs ``C`` network samples).
     """
     c, *spatial = (int(s) for s in problem.shape[1:])
-    padded = [s + (-s) % net.multiple for s in spatial]
+    padded = [net.padded_size(s) for s in spatial]
     per_element = c if net.channels_as_batch and c > 1 else 1
     shape = (1 if per_element > 1 else c, *padded)
     plan = engine.plan(shape, None, grad=grad)
@@ -156,7 +156,7 @@ def _whole_batches(problem: Problem, prior: PreparedPrior, solver: str, spec: di
             else guidance(problem.operator, y)
         sampler_net = net  # test-time adaptation samples with its own adapted copy of the prior
         if isinstance(g, TestTimeAdaptation):
-            sampler_net = SliceModel(g.model, net.multiple, net.channels_as_batch)
+            sampler_net = SliceModel(g.model, net.multiple, net.channels_as_batch, net.context)
         generators = SampleGenerators(streams, device, prior.engine.config.noise_device)
         result = run_sampler(sampler_net, problem.shape, spec, g, nfe, generators, device, x_init, t_start)
         states.append(result.x)
