@@ -9,7 +9,7 @@ A checkpoint is a directory::
     <name>/training_state.safetensors + training_state.json
                                      raw weights, EMA, optimiser moments, step, RNG states
                                      (only needed to resume training)
-    <name>/loss_log.csv              one row per step
+    <name>/loss_log.csv.gz           one row per step (gzip CSV; models.training.read_loss_log)
 
 :func:`load_score_model` trusts nothing it is handed: it recomputes the weights' sha256 and
 compares it with the card (a corrupt or swapped file fails here), then checks every tensor

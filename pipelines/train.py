@@ -3,7 +3,7 @@
 The config is a YAML training file (examples in ``workflows/config/train/``); see
 :mod:`scorerecon.models.training` for its sections. Output goes to ``--output`` or the config's
 ``output`` (default ``checkpoints/<name>``): ``model.safetensors`` + ``model_card.json`` (EMA
-weights and provenance), ``training_state.*`` (to resume) and ``loss_log.csv``. Rerunning the
+weights and provenance), ``training_state.*`` (to resume) and ``loss_log.csv.gz``. Rerunning the
 same command after an interruption resumes from the last checkpoint (``--restart`` starts over);
 a finished run is left as is unless ``--steps`` asks for more.
 

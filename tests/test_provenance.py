@@ -35,7 +35,7 @@ def run(tmp_path_factory) -> tuple[Path, Path]:
     samples = {"checkpoints": [], "n": 1, "nfe": 25, "seed": 7}
     if HAVE_CHECKPOINT:
         shutil.copytree(CHECKPOINT, work / "checkpoints" / "brain_ddpm",
-                        ignore=shutil.ignore_patterns("training_state*", "loss_log.csv"))
+                        ignore=shutil.ignore_patterns("training_state*", "loss_log.csv*"))
         samples["checkpoints"] = ["brain_ddpm"]
     config = {"outdir": "results/run", "samples": samples,
               "inputs": {"ct": {"paths": [get_testdata_file("CT_small.dcm")], "export": ["dicom", "nifti"]}}}
