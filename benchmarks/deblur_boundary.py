@@ -50,7 +50,7 @@ def main() -> None:
     blurred = blurred + np.random.default_rng(0).normal(0, 1 / 255, blurred.shape)
     window = (slice(128, 256), slice(256, 384))
     clean, picture = full[window], blurred[window].astype(np.float32)
-    model = load_score_model("kodak_prior")
+    model = load_score_model("photos_prior")
     model.eval()
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} thread(s); kodim23 crop rows 128:256 cols 256:384, {args.nfe} NFE")

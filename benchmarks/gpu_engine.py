@@ -63,7 +63,7 @@ DEMO = REPO / "data" / "demo"
 CHECKPOINTS = REPO / "checkpoints"
 TARGETS = {"ratio": 0.85, "compiled": 525.0, "volume_s": 30.0, "dpsnr": 0.1}
 #: the shipped priors whose cards (normalisation, SDE, channels) the random-weight networks borrow
-CARDS = {"mri": "brain_ddpm", "ct": "head_ct_ddpm", "pansharpen": "landsat8_pansharpen", "natural": "kodak_prior"}
+CARDS = {"mri": "brain_ddpm", "ct": "head_ct_ddpm", "pansharpen": "landsat8_pansharpen", "natural": "photos_prior"}
 
 
 @dataclass

@@ -136,7 +136,7 @@ def run_solver_tuning(size: int, nfe: int, solvers: tuple[str, ...] = ("ddrm", "
     from scorerecon.pipelines.evaluate_natural import rgb_metrics
     from scorerecon.pipelines.tasks.natural import natural_problem, restore_zero_shot
 
-    model = load_score_model(REPO / "checkpoints" / "kodak_prior")
+    model = load_score_model(REPO / "checkpoints" / "photos_prior")
     img = _crop(load_rgb(KODAK / "kodim02.png"), size)
     x = torch.from_numpy(img.transpose(2, 0, 1)[None].copy())
     for task, opts in (("sr", {"scale": 4}), ("deblur", {"kernel": "gaussian"}), ("denoise", {"sigma": 25.0}),
@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_KODAK)} and 2 photos")
     parser.add_argument("--runs", default=",".join(r[0] for r in RUNS))
-    parser.add_argument("--prior", default=None, help="zero-shot prior (default checkpoints/kodak_prior)")
+    parser.add_argument("--prior", default=None, help="zero-shot prior (default checkpoints/photos_prior)")
     parser.add_argument("--sr-checkpoint", default=None, help="conditional x4 SR model (default photos_sr4)")
     parser.add_argument("--only", default=None,
                         help="comma list of solvers: run only the variants using one of them (baselines always run)")
@@ -335,10 +335,10 @@ def main() -> None:
         run_solver_tuning(64, args.nfe)
         return
     if args.tune_pnp:
-        run_pnp_tuning(128, args.nfe, args.prior or REPO / "checkpoints" / "kodak_prior")
+        run_pnp_tuning(128, args.nfe, args.prior or REPO / "checkpoints" / "photos_prior")
         return
     if args.tune_context:
-        run_context_tuning(128, args.nfe, Path(args.prior or REPO / "checkpoints" / "kodak_prior"))
+        run_context_tuning(128, args.nfe, Path(args.prior or REPO / "checkpoints" / "photos_prior"))
         return
     if args.figure_only:
         figure(args.out, args.figure or DEFAULT_FIGURE)

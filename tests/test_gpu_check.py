@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NEEDED = ("brain_ddpm", "head_ct_ddpm", "landsat8_pansharpen", "kodak_prior")
+NEEDED = ("brain_ddpm", "head_ct_ddpm", "landsat8_pansharpen", "photos_prior")
 
 
 def _gpu_engine():

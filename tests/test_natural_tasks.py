@@ -1,7 +1,7 @@
 """Natural-image tasks: Kodak datasets, every solver end to end on the trained priors, the evaluate CLI.
 
 Solvers run on real 32x32 held-out Kodak crops with a few NFE under the committed checkpoints
-(checkpoints/kodak_prior, photos_sr4, kodak_lowlight): plumbing, not quality.
+(checkpoints/photos_prior, photos_sr4, kodak_lowlight): plumbing, not quality.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from scorerecon.pipelines.tasks.natural import (
 
 KODAK = SHARED_DATA / "natural" / "kodak"
 REPO = Path(__file__).resolve().parents[1]
-PRIOR = REPO / "checkpoints" / "kodak_prior"
+PRIOR = REPO / "checkpoints" / "photos_prior"
 pytestmark = pytest.mark.skipif(not KODAK.is_dir(), reason="shared Kodak images not available")
 
 
@@ -188,7 +188,8 @@ def test_evaluate_cli_writes_json(tmp_path, capsys) -> None:
 
 
 def test_evaluate_refuses_training_images(tmp_path, capsys) -> None:
-    rc = main(["evaluate", "--task", "inpaint", "--input", str(KODAK / "kodim02.png"), "--crop", "32", "--nfe", "2",
+    # kodim02 trained kodak_lowlight (the zero-shot photos_prior never saw a Kodak image)
+    rc = main(["evaluate", "--task", "lowlight", "--input", str(KODAK / "kodim02.png"), "--crop", "32", "--nfe", "2",
                "--json", str(tmp_path / "x.json")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "train" in err

@@ -143,7 +143,7 @@ def test_pansharpen_pictures_keep_three_display_bands(tmp_path: Path) -> None:
 
 
 def test_super_resolution_pictures(tmp_path: Path) -> None:
-    _need("kodak_prior")
+    _need("photos_prior")
     result, panels = _evaluate(tmp_path, "--task", "sr", "--input", str(DEMO / "kodim23.png"), "--scale", "4",
                                "--crop", "32", "--nfe", "1", "--solvers", "prox")
     assert _roles(panels) == [("degraded", "input"), ("bicubic", "classical"), ("prox", "diffusion"),

@@ -2,7 +2,7 @@
 path, refusals, and ``scorerecon evaluate --solvers pnp`` end to end.
 
 Runs on a real photograph that ships with scikit-image (the coffee cup), so it needs no shared data;
-the prior is the committed ``checkpoints/kodak_prior``. Plumbing and invariants, not quality.
+the prior is the committed ``checkpoints/photos_prior``. Plumbing and invariants, not quality.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from scorerecon.pipelines.tasks.natural import natural_problem, restore_zero_sho
 from scorerecon.pipelines.tasks.pnp import pnp_restore, sigma_ladder
 
 REPO = Path(__file__).resolve().parents[1]
-PRIOR = REPO / "checkpoints" / "kodak_prior"
+PRIOR = REPO / "checkpoints" / "photos_prior"
 
 
 @pytest.fixture(scope="module")

@@ -145,7 +145,7 @@ def test_reconstruct_cli_engine_options(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_natural_reconstruct_runs_in_the_engine_and_reads_its_options(tmp_path: Path) -> None:
     """A photograph's zero-shot restoration: the record says how the engine ran it; bf16 on a CPU is refused."""
-    need(REPO / "checkpoints" / "kodak_prior", DEMO / "kodim23.png")
+    need(REPO / "checkpoints" / "photos_prior", DEMO / "kodim23.png")
     from PIL import Image
 
     from scorerecon.modalities.io.store import attrs_json, open_store

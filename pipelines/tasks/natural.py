@@ -1,6 +1,6 @@
 """Natural-image restoration on the score core: zero-shot solvers on one prior, conditional models.
 
-Zero-shot (one unconditional RGB prior, ``checkpoints/kodak_prior``; every solver is
+Zero-shot (one unconditional RGB prior, ``checkpoints/photos_prior``; every solver is
 :func:`scorerecon.models.samplers.sample` plus one guidance object, via
 :func:`scorerecon.pipelines.tasks.reconstruct`):
 

@@ -141,7 +141,7 @@ def _natural(name: str, summary: str, operator: str, solvers: tuple[str, ...], d
              options: tuple[str, ...], cond: str | None = None, linear: bool = True) -> Task:
     conditional = tuple(s for s in solvers if s.startswith("cond_"))
     # a non-linear degradation has no zero-shot solver: only its conditional model applies
-    priors = {"prior": "kodak_prior"} if linear else {}
+    priors = {"prior": "photos_prior"} if linear else {}
     if cond:
         priors["cond"] = cond
     return Task(
