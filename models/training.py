@@ -37,6 +37,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import os
 import platform
 import time
@@ -235,9 +236,18 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
+        """Learning rate at ``step``: linear warm-up, then constant or (``optimizer.schedule: cosine``)
+        a half-cosine from ``lr`` down to ``lr * min_lr_ratio`` at ``training.steps`` — the usual way to
+        end a fine-tuning run of a prior that was trained at a constant rate."""
         opt = self.config["optimizer"]
         warmup = int(opt.get("warmup_steps", 0))
-        return float(opt["lr"]) * (min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
+        scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        if opt.get("schedule", "constant") == "cosine":
+            total = max(int(self.config["training"]["steps"]) - warmup, 1)
+            progress = min(max(step - warmup, 0) / total, 1.0)
+            floor = float(opt.get("min_lr_ratio", 0.0))
+            scale *= floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return float(opt["lr"]) * scale
 
     def train_step(self) -> float:
         """One optimisation step; returns the loss."""

@@ -120,6 +120,22 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path, brain: PatchDataset) -
     assert card["training"]["steps"] == 8 and card["training"]["complete"]
 
 
+def test_cosine_schedule_warms_up_then_decays_to_the_floor(tmp_path: Path, brain: PatchDataset) -> None:
+    """``optimizer.schedule: cosine``: linear warm-up, half-cosine to ``lr * min_lr_ratio`` at the last step;
+    the optimizer really runs at that rate (the default stays constant after warm-up)."""
+    config = _patch_config([str(BRAIN)], steps=12)
+    config["optimizer"] = {"lr": 1e-3, "warmup_steps": 2, "schedule": "cosine", "min_lr_ratio": 0.1}
+    trainer = Trainer(config, tmp_path / "cosine", dataset=brain)
+    rates = [trainer.lr_at(step) for step in range(13)]
+    assert rates[0] == pytest.approx(5e-4) and rates[1] == pytest.approx(1e-3)
+    assert rates[7] == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # half-way through the decay
+    assert rates[12] == pytest.approx(1e-4) and all(a >= b for a, b in zip(rates[1:-1], rates[2:], strict=True))
+    trainer.run(until=7)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(rates[6])
+    constant = Trainer(_patch_config([str(BRAIN)], steps=12), tmp_path / "constant", dataset=brain)
+    assert {constant.lr_at(step) for step in range(1, 13)} == {1e-3}
+
+
 def test_resume_refuses_a_changed_config(tmp_path: Path, brain: PatchDataset) -> None:
     config = _patch_config([str(BRAIN)], steps=2)
     Trainer(config, tmp_path / "run", dataset=brain).run()
