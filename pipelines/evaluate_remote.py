@@ -174,6 +174,7 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
     from scorerecon.pipelines.reconstruct_remote import (
         ANYBAND_CHECKPOINT,
         ANYBAND_SAMPLING,
+        PANSHARPEN_CONSISTENCY,
         align_pan,
         anyband_reason,
         anyband_scene,
@@ -309,7 +310,8 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
                 return anyband_scene(model, card["data"], ms_in, pan_in, specs, ratio, phase, prange, gains, nfe=nfe,
                                      samples=samples, seed=seed, device=device, engine=engine)
             return pansharpen_scene(model, card["data"], ms_in, pan_in, nfe=nfe, samples=samples, seed=seed,
-                                    device=device, phase=phase, engine=engine)
+                                    device=device, phase=phase, engine=engine, gains=gains,
+                                    consistency_steps=PANSHARPEN_CONSISTENCY)
 
     std = None
     if note is None:
@@ -387,7 +389,7 @@ def evaluate_s2sr(paths: list[Path], *, checkpoint: str | None = None, nfe: int 
     from scorerecon.modalities.optical import s2_superres as s2
     from scorerecon.modalities.optical.metrics import pansharpen_reduced
     from scorerecon.pipelines.hardware import describe
-    from scorerecon.pipelines.reconstruct_remote import load_task_model, pansharpen_scene
+    from scorerecon.pipelines.reconstruct_remote import PANSHARPEN_CONSISTENCY, load_task_model, pansharpen_scene
 
     say = log or (lambda msg: None)
     model, checkpoint = load_task_model("s2sr", checkpoint, device)
@@ -434,7 +436,8 @@ def evaluate_s2sr(paths: list[Path], *, checkpoint: str | None = None, nfe: int 
     with torch.no_grad():
         start = time.perf_counter()
         fused, std, run = pansharpen_scene(model, data, ms_low, guide_low, nfe=nfe, samples=samples, seed=seed,
-                                           device=device, phase=s2.PHASE, engine=engine)
+                                           device=device, phase=s2.PHASE, engine=engine, gains=s2.mtf_gains(bands),
+                                           consistency_steps=PANSHARPEN_CONSISTENCY)
         secs = time.perf_counter() - start
     methods["diffusion"] = _entry("diffusion", pansharpen_reduced(ref, fused, ratio), run.nfe * samples, secs)
     fused_all["diffusion"] = fused

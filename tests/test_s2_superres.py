@@ -137,7 +137,7 @@ def test_registry_entry_resolves_to_the_shipped_model():
 
     task = get_task("s2sr")
     assert task.modality == "optical" and task.default_prior == "s2_sr20" and task.primary == "ergas"
-    assert set(task.baseline_names()) == {"bicubic", "gsa", "mtf_glp"}
+    assert set(task.baseline_names()) == {"bicubic", "gsa", "mtf_glp", "mtf_glp_bp"}
     assert resolve(task.physics.simulate) is s2.wald_pair
     card = read_card(CKPT)
     assert card["data"]["task"] == "s2sr" and card["network"]["cond_channels"] == 10
@@ -155,7 +155,7 @@ def test_evaluate_cli_on_a_held_out_crop(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["task"] == "s2sr" and "held-out columns [0, 242)" in result["params"]["holdout"]
     assert result["params"]["area_20m"] == {"rows": [0, 48], "cols": [1, 49]}  # col 0 lacks half its 10 m block
-    assert set(result["methods"]) == {"bicubic", "gsa", "mtf_glp", "diffusion"}
+    assert set(result["methods"]) == {"bicubic", "gsa", "mtf_glp", "mtf_glp_bp", "diffusion"}
     assert result["methods"]["diffusion"]["nfe"] == 2
     for method in result["methods"].values():
         assert all(np.isfinite(method[k]) for k in ("q2n", "sam", "ergas", "scc"))

@@ -63,7 +63,7 @@ from scorerecon.modalities.io.store import sha256_file
 from scorerecon.modalities.optical.bands import LANDSAT8, LANDSAT8_MS, PAN_RANGE_NM, SENTINEL2, Band, pan_weights
 from scorerecon.modalities.optical.baselines import mtf_glp
 from scorerecon.modalities.optical.datasets import dihedral, read_bands, resolve_path
-from scorerecon.modalities.optical.degradation import synthesize_pan, wald_degrade
+from scorerecon.modalities.optical.degradation import back_project, synthesize_pan, wald_degrade
 
 __all__ = ["LANDSAT7", "LANDSAT5", "COND_CHANNELS", "band_code", "neighbours", "BandStack", "prepare", "consistency",
            "infer_bands", "unknown_bands", "pan_band", "pan_range", "Scene", "landsat8_scenes", "sentinel2_scenes",
@@ -243,21 +243,10 @@ def prepare(ms_low: np.ndarray, pan: np.ndarray, ratio: int, phase: float | tupl
 
 def consistency(fused: np.ndarray, low: np.ndarray, ratio: int, phase: float | tuple[float, float] | None,
                 gain: float, steps: int) -> np.ndarray:
-    """Iterative back-projection of one band ``(H, W)`` onto its low-resolution measurement ``low`` ``(h, w)``.
-
-    ``f <- f + up(low - D f)`` ``steps`` times, ``D`` the band's Wald degradation (MTF-matched blur, decimation:
-    :func:`~.degradation.wald_degrade`) and ``up`` the cubic interpolation (Irani & Peleg 1991): the output then
-    reproduces the measured MS when degraded, which a per-band sample matches only approximately. The number of
-    steps is a sampling setting chosen on training columns (``reconstruct_remote.ANYBAND_CONSISTENCY``).
-    """
-    from scorerecon.modalities.optical.degradation import upsample
-
-    f = np.asarray(fused, np.float64)
-    h, w = low.shape[-2:]
-    for _ in range(int(steps)):
-        residual = low - wald_degrade(f, ratio, gain, phase)[:h, :w]
-        f = f + upsample(residual, ratio, f.shape[-2:], phase)
-    return f
+    """Back-projection of one band ``(H, W)`` onto its measurement ``low`` ``(h, w)``
+    (:func:`~.degradation.back_project` with the band's MTF ``gain``); the number of steps is a sampling
+    setting chosen on training columns (``reconstruct_remote.ANYBAND_CONSISTENCY``)."""
+    return back_project(fused, low, ratio, gain, phase, steps)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ high-resolution pan ``(H, W)`` (data units), ``ratio`` and the grid ``phase``
   by the *band's* MTF-matched Gaussian (decimated and re-interpolated, a generalised Laplacian
   pyramid), pan equalised per band; regression injection gains ``cov(up_k, P_L) / var(P_L)``.
 * ``mtf_glp_hpm``: the same low-pass with high-pass *modulation*: ``up_k * P_k / P_L,k``.
+* ``mtf_glp_bp``: MTF-GLP followed by :data:`BACK_PROJECTION_STEPS` steps of iterative back-projection
+  onto the MS measurement with the bands' MTF (:func:`.degradation.back_project`, Irani & Peleg 1991), so
+  the output degrades exactly to the input MS. Not in Vivone's toolbox, but classical and much stronger at
+  reduced resolution (Landsat-8 held-out quarter ERGAS 1.59 -> 1.16): the baseline a learnt prior must beat.
 
 Cloud removal (``(C, H, W)`` scenes, ``mask`` true where cloudy):
 
@@ -34,10 +38,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from scorerecon.modalities.optical.degradation import upsample, wald_degrade
+from scorerecon.modalities.optical.degradation import back_project, upsample, wald_degrade
 
 __all__ = ["PANSHARPEN_BASELINES", "CLOUD_BASELINES", "exp", "brovey", "gsa", "mtf_glp", "mtf_glp_hpm",
-           "temporal", "temporal_matched", "radiometric_match", "biharmonic", "run_pansharpen_baselines"]
+           "mtf_glp_bp", "BACK_PROJECTION_STEPS", "temporal", "temporal_matched", "radiometric_match", "biharmonic",
+           "run_pansharpen_baselines"]
 
 _EPS = 1e-9
 
@@ -111,8 +116,20 @@ def mtf_glp_hpm(ms: np.ndarray, pan: np.ndarray, ratio: int, phase: int | None =
     return _glp(ms, pan, ratio, phase, gains, hpm=True)
 
 
+#: back-projection steps of ``mtf_glp_bp``: as many as the any-band prior's output gets (3 in its base, 5 after
+#: sampling); on the Landsat-8 held-out quarter ERGAS is 1.161 at 8 steps and 1.157 at 30 (converged)
+BACK_PROJECTION_STEPS = 8
+
+
+def mtf_glp_bp(ms: np.ndarray, pan: np.ndarray, ratio: int, phase: int | None = None,
+               gains: Sequence[float] | float = 0.29, steps: int = BACK_PROJECTION_STEPS, **_: object) -> np.ndarray:
+    fused = _glp(ms, pan, ratio, phase, gains, hpm=False)
+    return back_project(fused, ms, ratio, gains, phase, steps)
+
+
 PANSHARPEN_BASELINES: dict[str, Callable[..., np.ndarray]] = {
-    "exp": exp, "brovey": brovey, "gsa": gsa, "mtf_glp": mtf_glp, "mtf_glp_hpm": mtf_glp_hpm}
+    "exp": exp, "brovey": brovey, "gsa": gsa, "mtf_glp": mtf_glp, "mtf_glp_hpm": mtf_glp_hpm,
+    "mtf_glp_bp": mtf_glp_bp}
 
 
 def run_pansharpen_baselines(ms: np.ndarray, pan: np.ndarray, ratio: int, phase: int | None, names: Sequence[str],

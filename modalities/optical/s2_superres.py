@@ -28,7 +28,7 @@ constant) of the four guide bands, fitted *at the coarse scale* -- the guide ban
 by the ratio against band ``k`` itself -- and applied to the fine guide bands (the fit of GSA's
 intensity, Aiazzi et al. 2007, turned around: the guide bands predict the band to sharpen). Then
 ``bicubic`` is the cubic-spline interpolation (the EXP of the pan-sharpening literature),
-``gsa`` and ``mtf_glp`` are :func:`.baselines.gsa` and :func:`.baselines.mtf_glp` run on band
+``gsa``, ``mtf_glp`` and ``mtf_glp_bp`` are the :mod:`.baselines` methods run on band
 ``k`` alone with ``P_k`` as its pan (MTF-GLP with band ``k``'s own MTF gain).
 """
 
@@ -42,7 +42,7 @@ import numpy as np
 
 from scorerecon.errors import InputError
 from scorerecon.modalities.io.store import sha256_file
-from scorerecon.modalities.optical.baselines import gsa, mtf_glp
+from scorerecon.modalities.optical.baselines import gsa, mtf_glp, mtf_glp_bp
 from scorerecon.modalities.optical.datasets import PansharpenCoding, PansharpenDataset, read_bands, resolve_path
 from scorerecon.modalities.optical.degradation import grid_offset, upsample, wald_degrade
 
@@ -162,7 +162,7 @@ def _bandwise(method: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
 
 #: name -> ``f(ms (C, h, w), guide (G, H, W), ratio, phase, gains, guide_gains) -> (C, H, W)``
 S2SR_BASELINES: dict[str, Callable[..., np.ndarray]] = {
-    "bicubic": _bicubic, "gsa": _bandwise(gsa), "mtf_glp": _bandwise(mtf_glp)}
+    "bicubic": _bicubic, "gsa": _bandwise(gsa), "mtf_glp": _bandwise(mtf_glp), "mtf_glp_bp": _bandwise(mtf_glp_bp)}
 
 
 def run_baselines(ms: np.ndarray, guide: np.ndarray, names: Sequence[str], bands: Sequence[str] = SR_BANDS,
