@@ -159,3 +159,37 @@ def test_staging_left_by_a_killed_writer_is_removed_on_the_next_write(tmp_path):
     write_store(ds, target)
     assert not stale.exists()
     assert np.array_equal(open_store(target)["image"].values, ds["image"].values)
+
+
+def test_failed_write_waits_for_chunks_still_in_flight(tmp_path):
+    """One chunk fails at once while another is still computing: no staging folder may survive.
+
+    dask raises the first error while other worker threads are still writing their chunks; if
+    the staging folder were removed before they finished, a late chunk would recreate it (CI
+    saw ``.out.zarr.partial-*`` left behind by a corrupt GeoTIFF tile).
+    """
+    import threading
+    import time
+
+    import dask
+    import dask.array as da
+
+    first_started = threading.Event()
+
+    def block(x, block_info=None):
+        index = block_info[0]["chunk-location"][0]
+        if index == 0:
+            first_started.wait(5)
+            raise ValueError("corrupt tile")
+        first_started.set()
+        time.sleep(0.5)  # still writing when the error surfaces
+        return x
+
+    data = da.ones((4, 64), chunks=(1, 64), dtype="float32").map_blocks(block, dtype="float32")
+    ds = xr.Dataset({"image": (("y", "x"), data)})
+    target = tmp_path / "out.zarr"
+    with dask.config.set(scheduler="threads", num_workers=4), pytest.raises(ValueError, match="corrupt tile"):
+        write_store(ds, target)
+    time.sleep(1.0)  # a straggler would have written by now
+    assert not target.exists()
+    assert partial_siblings(target) == []

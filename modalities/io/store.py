@@ -177,6 +177,33 @@ class _ChunksInFileOrder:
         self._callback.__exit__(*exc)
 
 
+def _compute_joined(delayed: Any) -> None:
+    """Compute ``delayed``; if a chunk fails, return (raise) only after every other chunk task ended.
+
+    dask's threaded scheduler raises the first error while its other worker threads may still be
+    writing chunks; removing the staging folder then races them, and a late chunk recreates the
+    folder (a ``.NAME.partial-*`` left behind after a corrupt source tile). With the threaded
+    scheduler (the default) the chunks run on a pool owned here, which is shut down, waiting for
+    running tasks and cancelling queued ones, before the error propagates. Other schedulers
+    (synchronous, a distributed client) are used unchanged.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    from dask.base import get_scheduler
+    from dask.threaded import get as threaded_get
+
+    if get_scheduler(collections=[delayed]) is not threaded_get:
+        delayed.compute()
+        return
+    workers = dask.config.get("num_workers", None) or os.cpu_count() or 1
+    pool = ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="scorerecon-store")
+    try:
+        delayed.compute(scheduler="threads", pool=pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _protected_sources(groups: Mapping[str, xr.Dataset]) -> list[str]:
     """Paths a store's groups were made from (``source_files``, ``input_store``): never overwritten."""
     paths: list[str] = []
@@ -226,9 +253,9 @@ def write_store(groups: Mapping[str, xr.Dataset] | xr.Dataset, path: str | os.Pa
                     from dask.diagnostics import ProgressBar
 
                     with ProgressBar(minimum=2):
-                        delayed.compute()
+                        _compute_joined(delayed)
                 else:
-                    delayed.compute()
+                    _compute_joined(delayed)
             if streamed:
                 node = zarr.open_group(staging, path=group_name or "", mode="a", zarr_format=3)
                 node.attrs.update({name: _jsonable(value) for name, value in streamed.items()})
