@@ -253,7 +253,8 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
              ("tweedie", "tweedie_x8", "sdedit", *(s for s in _ZERO_SHOT if s != "pnp")), "tweedie_x8", 20,
              ("--sigma", "--crop")),
     _natural("inpaint", "inpainting of a photograph's missing pixels (a mask, or its transparent pixels)",
-             "Inpainting", _ZERO_SHOT, "pnp", 20, ("--mask", "--inpaint-mask", "--crop")),
+             # 40 pnp steps: +0.28 dB over 20 on training crops, more steps no better (benchmarks/natural.py)
+             "Inpainting", _ZERO_SHOT, "pnp", 40, ("--mask", "--inpaint-mask", "--crop")),
     _natural("lowlight", "low-light enhancement of a dark, noisy photograph (conditional model only)", "LowLight",
              ("cond_lowlight",), "cond_lowlight", 10, ("--crop",), cond="kodak_lowlight", linear=False),
 )})
