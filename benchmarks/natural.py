@@ -310,7 +310,7 @@ def best(res: dict, family: str) -> tuple[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crop", type=int, default=256)
-    parser.add_argument("--nfe", type=int, default=20, help="NFE per sample, every diffusion method but pnp inpainting (40)")
+    parser.add_argument("--nfe", type=int, default=20, help="NFE per sample (pnp inpainting: 40)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_KODAK)} and 2 photos")
     parser.add_argument("--runs", default=",".join(r[0] for r in RUNS))
@@ -360,7 +360,7 @@ def main() -> None:
     print(f"command: python benchmarks/natural.py {' '.join(sys.argv[1:])}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {hw['cpu']}, {hw['cores']} cores "
           f"(shared), torch {hw['torch']}, {args.threads} thread(s); crops {args.crop}x{args.crop}, "
-          f"{args.nfe} NFE per sample, seed {args.seed}")
+          f"{args.nfe} NFE per sample (pnp inpainting: 40), seed {args.seed}")
     args.out.mkdir(parents=True, exist_ok=True)
     verdicts = []
     for label, task, opts in RUNS:

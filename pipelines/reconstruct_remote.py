@@ -77,9 +77,9 @@ MULTIPLE = 4  # the tiny/small UNets downsample twice
 #: held-out benchmark (MTF-GLP + back-projection; docs/remote_sensing.md), generic MTF gains for unknown sensors
 FALLBACK_METHOD = "mtf_glp_bp"
 #: the any-band prior (:mod:`scorerecon.modalities.optical.anyband`): sharpens band sets the Landsat-8 prior
-#: cannot serve (any count, known wavelengths, ratio 2). Not a registry role: the registry's ``cond`` is the
-#: Landsat-8 prior, which stays the default for exact Landsat-8 B1-B7.
-ANYBAND_CHECKPOINT = "anyband_pansharpen"
+#: cannot serve (any count, known wavelengths, ratio 2); the pansharpen task's registry role ``anyband``
+#: (its ``cond``, the Landsat-8 prior, stays the default for exact Landsat-8 B1-B7)
+ANYBAND_CHECKPOINT = TASKS["pansharpen"].priors["anyband"]
 #: its (DDIM steps per sample, samples) when --nfe / --samples are not given, chosen on Landsat-8 and
 #: Sentinel-2 *training* columns (benchmarks/pansharpen_anyband.py --tune), never on held-out data: 2 x 5 is
 #: within 0.4 / 0.8 points of the best 10-NFE split there (1 x 10) and is the pansharpen task's registry

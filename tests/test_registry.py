@@ -64,7 +64,7 @@ def test_every_prior_is_shipped_and_of_its_kind(name: str) -> None:
         assert where.resolve().parent == (REPO / "checkpoints").resolve(), f"{checkpoint} is not a shipped prior"
         assert (where / "model.safetensors").is_file()
         cond_channels = int(read_card(where)["network"].get("cond_channels", 0))
-        assert (cond_channels > 0) == (role == "cond"), f"{name}: {checkpoint} as {role}"
+        assert (cond_channels > 0) == (role != "prior"), f"{name}: {checkpoint} as {role}"
     for solver in task.solvers:  # every solver has the prior it runs
         assert task.prior_for(solver) in task.priors.values()
     assert default_checkpoint(name, "cond" if task.default_solver in task.conditional else "prior") \

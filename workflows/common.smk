@@ -251,6 +251,7 @@ def evaluate_checkpoints(task):
         role = "cond" if solver in registry.conditional else "prior"
         name = entry["checkpoint"] if role == replaced and "checkpoint" in entry else registry.priors[role]
         names.append(name)
+    names += [name for role, name in registry.priors.items() if role not in ("prior", "cond")]  # fallbacks (anyband)
     return list(dict.fromkeys(names))
 
 

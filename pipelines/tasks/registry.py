@@ -98,7 +98,8 @@ class Task:
     #: diffusion methods, as ``evaluate --solvers`` / ``reconstruct --solver`` spell them
     solvers: tuple[str, ...]
     default_solver: str
-    #: shipped checkpoint per role: ``prior`` (unconditional, zero-shot solvers), ``cond`` (conditional model)
+    #: shipped checkpoint per role: ``prior`` (unconditional, zero-shot solvers), ``cond`` (conditional model),
+    #: ``anyband`` (pan-sharpening only: the conditional any-band prior for MS band sets ``cond`` cannot serve)
     priors: Mapping[str, str]
     #: metric names the evaluation reports (``primary`` ranks methods) and the function computing them
     metrics: tuple[str, ...]
@@ -204,7 +205,8 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
                         simulate="scorerecon.modalities.optical.degradation:wald_degrade"),
         baselines="scorerecon.modalities.optical.baselines:PANSHARPEN_BASELINES",
         solvers=("diffusion",), default_solver="diffusion", conditional=("diffusion",),
-        priors=MappingProxyType({"cond": "landsat8_pansharpen"}),
+        # cond: the Landsat-8 prior, the default for exact B1-B7; anyband: every other band set (ratio 2)
+        priors=MappingProxyType({"cond": "landsat8_pansharpen", "anyband": "anyband_pansharpen"}),
         metrics=("q2n", "sam", "ergas", "scc", "qnr", "d_lambda", "d_s"), primary="ergas",
         metric_fn="scorerecon.modalities.optical.metrics:pansharpen_reduced",
         convention=PANSHARPEN_CONVENTION, nfe=2, samples=5,
