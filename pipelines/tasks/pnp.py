@@ -81,7 +81,7 @@ def pnp_restore(problem: Problem, model: Any, nfe: int = 20, seed: int = 0, devi
     alphas = sde.alpha(times).to(torch.float32)
     n_el = int(problem.shape[0])
     start = time.perf_counter()
-    runs, seeds = [], []
+    runs, seeds, calls = [], [], 0
     with torch.no_grad():
         for s in range(int(n_samples)):
             element_seeds = sample_seeds(problem, seed, s)
@@ -94,6 +94,7 @@ def pnp_restore(problem: Problem, model: Any, nfe: int = 20, seed: int = 0, devi
                     idx = torch.from_numpy(np.flatnonzero(draws[:, k] == turn)).to(device)
                     state = dihedral(alphas[k] * x[idx], int(turn))
                     z[idx] = dihedral(net.predict(state, t[: len(idx)]).x0, int(turn), inverse=True)
+                    calls += 1
                 if sigma_n > 0:
                     gamma = float(level) ** 2 / (spec["lam"] * sigma_n**2)
                     x = op.prox_l2(z, y, gamma).to(torch.float32)
@@ -112,6 +113,6 @@ def pnp_restore(problem: Problem, model: Any, nfe: int = 20, seed: int = 0, devi
     if not math.isfinite(float(mean.abs().max())):
         raise FloatingPointError("PnP diverged (non-finite state)")
     execution = execution_record(prior, "whole batch per run: one denoiser call per ladder step and orientation",
-                                 n_el, int(n_samples) * len(ladder))
+                                 n_el, calls)  # the network calls made (elements sharing a turn share one)
     return Reconstruction(mean, image, std, len(ladder), seconds, "pnp", settings, seeds, samples,
                           execution=execution)
