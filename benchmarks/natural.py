@@ -16,8 +16,8 @@ the verdict on the issue's targets; ``--out`` keeps every result JSON (per-image
 
 ``--quick``: 2 Kodak images and 2 photos (39 min at the default 20 NFE on a shared 2-core CPU at
 load 10, 2026-12-04; the tiny prior costs 1-3 s per NFE at 256x256 there). ``--prior`` /
-``--sr-checkpoint`` evaluate other priors (e.g. ``results/priors_gpu/photos_prior`` from
-``make train-gpu``).
+``--sr-checkpoint`` / ``--lowlight-checkpoint`` evaluate other priors (e.g.
+``results/priors_gpu/photos_prior`` from ``make train-gpu``).
 
 ``--tune`` instead grid-searches the classical baselines' parameters
 (:data:`scorerecon.modalities.natural.baselines.GRIDS`) on crops of TRAINING images (kodim02,
@@ -280,7 +280,8 @@ def run_set(label: str, task: str, opts: dict, inputs: list[Path], args: argpars
     for k, variant in enumerate(variants):
         variant = {"nfe": args.nfe, **variant}  # a variant may fix its own NFE (pnp inpainting: 40)
         res = evaluate_natural(task, inputs, seed=args.seed, crop=args.crop, keep_images=True,
-                               checkpoint=args.prior, cond_checkpoint=args.sr_checkpoint if task == "sr" else None,
+                               checkpoint=args.prior, cond_checkpoint={"sr": args.sr_checkpoint,
+                                                                       "lowlight": args.lowlight_checkpoint}.get(task),
                                baselines=None if k == 0 else [], **variant, **opts)
         if merged is None:
             merged = res
@@ -316,6 +317,8 @@ def main() -> None:
     parser.add_argument("--runs", default=",".join(r[0] for r in RUNS))
     parser.add_argument("--prior", default=None, help="zero-shot prior (default checkpoints/photos_prior)")
     parser.add_argument("--sr-checkpoint", default=None, help="conditional x4 SR model (default photos_sr4)")
+    parser.add_argument("--lowlight-checkpoint", default=None,
+                        help="conditional low-light model (default: the registry's)")
     parser.add_argument("--only", default=None,
                         help="comma list of solvers: run only the variants using one of them (baselines always run)")
     parser.add_argument("--cond-only", action="store_true",

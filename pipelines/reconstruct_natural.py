@@ -24,7 +24,7 @@ restores the picture under the shipped photo prior:
 ``inpaint``  ``--inpaint-mask FILE``: an image of the input's size whose non-zero pixels are the
              missing ones (the convention of OpenCV / LaMa masks); without it the input's
              transparent pixels (alpha 0) are missing. Missing pixels' values are ignored.
-``lowlight`` the dark capture itself; the conditional model ``kodak_lowlight``.
+``lowlight`` the dark capture itself; the conditional model ``photos_lowlight``.
 
 ``--samples N`` averages N posterior samples and writes their per-pixel std (``std``); the
 conditional solvers draw 4 by default (the evaluated ``cond_*`` methods are that mean). ``--crop

@@ -1,7 +1,7 @@
 """Natural-image tasks: Kodak datasets, every solver end to end on the trained priors, the evaluate CLI.
 
 Solvers run on real 32x32 held-out Kodak crops with a few NFE under the committed checkpoints
-(checkpoints/photos_prior, photos_sr4, kodak_lowlight): plumbing, not quality.
+(checkpoints/photos_prior, photos_sr4, photos_lowlight): plumbing, not quality.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def test_ddrm_rejects_operators_without_svd(clean) -> None:
         DDRMGuidance(Plain(), clean)
 
 
-@pytest.mark.parametrize("name", ["photos_sr4", "kodak_lowlight"])
+@pytest.mark.parametrize("name", ["photos_sr4", "photos_lowlight"])
 def test_conditional_models_restore(clean, name) -> None:
     model = load_score_model(REPO / "checkpoints" / name)
     if name.endswith("_sr4"):
@@ -188,8 +188,11 @@ def test_evaluate_cli_writes_json(tmp_path, capsys) -> None:
 
 
 def test_evaluate_refuses_training_images(tmp_path, capsys) -> None:
-    # kodim02 trained kodak_lowlight (the zero-shot photos_prior never saw a Kodak image)
-    rc = main(["evaluate", "--task", "lowlight", "--input", str(KODAK / "kodim02.png"), "--crop", "32", "--nfe", "2",
+    # scikit-image's astronaut trained photos_lowlight (as it trained every photo prior; no Kodak image did)
+    import skimage
+
+    astronaut = Path(skimage.__file__).parent / "data" / "astronaut.png"
+    rc = main(["evaluate", "--task", "lowlight", "--input", str(astronaut), "--crop", "32", "--nfe", "2",
                "--json", str(tmp_path / "x.json")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "train" in err

@@ -47,7 +47,7 @@ Zero-shot (one unconditional RGB prior, ``checkpoints/photos_prior``; every solv
 
 Conditional (SR3 / GSAD-style): :func:`restore_conditional` draws a few DDIM samples from a
 model trained with the degraded image as ``cond`` channels (``checkpoints/photos_sr4``,
-``checkpoints/kodak_lowlight``) and returns their mean (a posterior-mean estimate).
+``checkpoints/photos_lowlight``) and returns their mean (a posterior-mean estimate).
 
 Model space. The priors see ``m = 2 x - 1`` for RGB ``x`` in ``[0, 1]`` (their cards'
 ``data.normalization``); ``A x = y`` becomes ``A m = (y - b A 1) / a`` with ``x = a m + b``, the

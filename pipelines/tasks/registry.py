@@ -258,7 +258,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
              # 40 pnp steps: +0.28 dB over 20 on training crops, more steps no better (benchmarks/natural.py)
              "Inpainting", _ZERO_SHOT, "pnp", 40, ("--mask", "--inpaint-mask", "--crop")),
     _natural("lowlight", "low-light enhancement of a dark, noisy photograph (conditional model only)", "LowLight",
-             ("cond_lowlight",), "cond_lowlight", 10, ("--crop",), cond="kodak_lowlight", linear=False),
+             ("cond_lowlight",), "cond_lowlight", 10, ("--crop",), cond="photos_lowlight", linear=False),
 )})
 
 
