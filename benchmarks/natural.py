@@ -23,7 +23,9 @@ load 10, 2026-12-04; the tiny prior costs 1-3 s per NFE at 256x256 there). ``--p
 (:data:`scorerecon.modalities.natural.baselines.GRIDS`) on crops of TRAINING images (kodim02,
 07, 15) and prints the table the values in ``TUNED`` were copied from; ``--tune-solvers`` does
 the same for the DiffPIR ``lam`` and the DPS step on one training crop; ``--tune-pnp`` grids the
-PnP solver's ``sigma_max`` and ``lam`` on the three training crops (mean PSNR per task).
+PnP solver's ``sigma_max`` and ``lam`` on the three training crops (mean PSNR per task);
+``--tune-tta`` grids ``tweedie_tta``'s test-time adaptation (adapter, steps, rate) at sigma 25 on
+five Kodak crops outside the held-out set.
 
 Usage::
 
@@ -72,7 +74,8 @@ RUNS: list[tuple[str, str, dict]] = [
 VARIANTS: dict[str, list[dict]] = {
     "sr_x4": [{"solvers": ["ddrm", "prox"]}, {"solvers": ["cond_sr"], "cond_samples": 1},
               {"solvers": ["prox"], "samples": 4}, {"solvers": ["cond_sr"]}, {"solvers": ["pnp"]}],
-    "denoise_25": [{"solvers": ["tweedie_x8", "sdedit", "ddrm"]}, {"solvers": ["ddrm"], "start": "prior"}],
+    "denoise_25": [{"solvers": ["tweedie_x8", "sdedit", "ddrm"]}, {"solvers": ["ddrm"], "start": "prior"},
+                   {"solvers": ["tweedie_tta"]}],
     "inpaint_random": [{"solvers": ["ddrm"]}, {"solvers": ["prox"], "samples": 4}, {"solvers": ["pnp"], "nfe": 40}],
     "deblur_motion": [{"solvers": ["ddrm"]}, {"solvers": ["prox"], "samples": 4}, {"solvers": ["pnp"]}],
     "lowlight": [{"solvers": ["cond_lowlight"]}],
@@ -198,6 +201,36 @@ def run_pnp_tuning(size: int, nfe: int, prior: Path) -> None:
                       flush=True)
             best[key] = max(scores, key=scores.get)
         print(f"{task}: best {best}", flush=True)
+
+
+#: ``--tune-tta``: (adapter, Adam steps, learning rate) of the R2R test-time adaptation of ``tweedie_tta``
+TTA_GRID: tuple[tuple[str, int, float], ...] = (("lora", 40, 1e-3), ("lora", 120, 1e-3), ("full", 120, 1e-4),
+                                                ("full", 240, 1e-4))
+#: the tuning crops of ``--tune-tta``: the PnP ones plus two more Kodak images outside the held-out set
+TTA_TUNE = (*TRAINING_TUNE, "kodim10", "kodim20")
+
+
+def run_tta_tuning(size: int, prior: Path) -> None:
+    """Mean PSNR of ``tweedie_tta`` at sigma 25 on the tuning crops :data:`TTA_TUNE` for each setting of
+    :data:`TTA_GRID`, beside ``tweedie_x8`` (no adaptation); the best went into ``TWEEDIE_TTA_DEFAULTS``."""
+    from scorerecon.models.checkpoint import load_score_model
+    from scorerecon.pipelines.evaluate_natural import rgb_metrics
+    from scorerecon.pipelines.tasks.natural import natural_problem, restore_zero_shot
+
+    model = load_score_model(prior)
+    cases = []
+    for k, name in enumerate(TTA_TUNE):
+        img = _crop(load_rgb(KODAK / f"{name}.png"), size)
+        op, y, noise, _ = _degrade("denoise", torch.from_numpy(img.transpose(2, 0, 1)[None].copy()),
+                                   {"sigma": 25.0}, 100 + k)
+        cases.append((img, natural_problem(y.float(), op, model.card, noise)))
+    settings = [("tweedie_x8", {})] + [("tweedie_tta", {"adapter": a, "steps": n, "lr": lr}) for a, n, lr in TTA_GRID]
+    for solver, setting in settings:
+        tic = time.perf_counter()
+        psnrs = [rgb_metrics(img, _hwc(restore_zero_shot(problem, model, solver, seed=k, **setting).image))["psnr"]
+                 for k, (img, problem) in enumerate(cases)]
+        print(f"denoise {solver} {setting} ({', '.join(f'{v:.2f}' for v in psnrs)}): mean {np.mean(psnrs):.3f} dB, "
+              f"{time.perf_counter() - tic:.0f} s", flush=True)
 
 
 def run_context_tuning(size: int, nfe: int, prior: Path) -> None:
@@ -331,6 +364,8 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="tune the classical baselines on training crops")
     parser.add_argument("--tune-solvers", action="store_true", help="tune DiffPIR lam / DPS step on a training crop")
     parser.add_argument("--tune-pnp", action="store_true", help="tune the PnP ladder on training crops")
+    parser.add_argument("--tune-tta", action="store_true",
+                        help="tune tweedie_tta's test-time adaptation on training crops (sigma 25)")
     parser.add_argument("--tune-context", action="store_true",
                         help="choose the reflected border context the prior sees, on training crops")
     args = parser.parse_args()
@@ -343,6 +378,9 @@ def main() -> None:
         return
     if args.tune_pnp:
         run_pnp_tuning(128, args.nfe, args.prior or REPO / "checkpoints" / "photos_prior")
+        return
+    if args.tune_tta:
+        run_tta_tuning(args.crop, Path(args.prior or REPO / "checkpoints" / "photos_prior"))
         return
     if args.tune_context:
         run_context_tuning(128, args.nfe, Path(args.prior or REPO / "checkpoints" / "photos_prior"))

@@ -154,6 +154,19 @@ class Augmentation:
         return np.ascontiguousarray(patch, dtype=np.float32)
 
 
+def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """The ``k``-th (0..7) of the 8 flips / quarter turns of the last two dims of a tensor (or its inverse).
+
+    The orientation group the priors are trained under (``flip`` + ``rot90``): test-time
+    self-ensembles average over it and test-time adaptation draws from it.
+    """
+    if not inverse:
+        x = x.flip(-1) if k >= 4 else x
+        return torch.rot90(x, k % 4, dims=(-2, -1))
+    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
+    return x.flip(-1) if k >= 4 else x
+
+
 def resample(block: np.ndarray, shape: list[int] | tuple[int, ...]) -> np.ndarray:
     """``(C, *spatial)`` resampled to ``(C, *shape)``: antialiased bilinear (2-D) or trilinear (3-D)."""
     if tuple(block.shape[1:]) == tuple(shape):
@@ -167,4 +180,4 @@ def resample(block: np.ndarray, shape: list[int] | tuple[int, ...]) -> np.ndarra
     return out[0].numpy()
 
 
-__all__ = ["Augmentation", "resample", "DEFAULTS", "KEYS"]
+__all__ = ["Augmentation", "dihedral", "resample", "DEFAULTS", "KEYS"]

@@ -222,6 +222,24 @@ class SubVPSDE(VPSDE):
 SDES: dict[str, type[SDE]] = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
 
 
+def measurement_time(sde: SDE, level: float) -> float:
+    """The time ``t*`` at which the forward process's noise ``sigma_t / alpha_t`` equals ``level`` (model units).
+
+    Where a noisy measurement ``y = x + level n`` sits on the diffusion: ``alpha_t* y`` is a draw
+    of ``x_t*``. ``sigma / alpha`` increases with ``t`` for every SDE here, so bisection on
+    ``[eps, T]``; ``level`` beyond the prior's range gives ``T``.
+    """
+    if not level > 0:
+        raise ValueError(f"the measurement noise level must be positive, got {level}")
+    lo, hi = float(sde.eps), float(sde.T)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        t = torch.tensor([mid], dtype=torch.float64)
+        ratio = float(sde.sigma(t) / sde.alpha(t))
+        lo, hi = (mid, hi) if ratio < level else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def sde_from_config(config: dict) -> SDE:
     """Rebuild an SDE from :meth:`SDE.config` (as stored in a model card)."""
     config = dict(config)

@@ -309,7 +309,7 @@ def run_natural(args: argparse.Namespace) -> int:
     if args.samples is None:  # conditional models: the mean of 4, as evaluated; zero-shot: one sample
         args.samples = COND_SAMPLES if conditional else 1
     if args.solver.startswith("tweedie") and args.samples != 1:
-        raise InputError(None, f"{args.solver} is deterministic (one network call): --samples must be 1")
+        raise InputError(None, f"{args.solver} is deterministic (one estimate, no sampling): --samples must be 1")
     if args.task != "inpaint" and args.inpaint_mask is not None:
         raise InputError(args.inpaint_mask, f"--inpaint-mask is an inpaint option, not one of --task {args.task}")
     check_output(args.output, "dir", args.overwrite, protect=[args.input])

@@ -1,9 +1,10 @@
 """Test-time adaptation (models/adaptation.py) on a tiny, randomly initialised MONAI UNet.
 
-Mechanics only (no trained prior, no PSNR): the adapted copy starts as the base model, an Adam
+Mechanics (no trained prior, no PSNR): the adapted copy starts as the base model, an Adam
 step lowers the self-supervised data-consistency loss, the base weights never change, the
 adapter is shared by the batch, runs are reproducible from their seeds, and inside a sampler the
-adaptation costs no network evaluation.
+adaptation costs no network evaluation. The recorrupted (R2R) adaptation for denoising is checked
+by what it is for: from one noisy image alone, an untrained network learns to denoise it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scorerecon.models.adaptation import TestTimeAdaptation, adapt_model, adapter_parameters
+from scorerecon.models.adaptation import TestTimeAdaptation, adapt_model, adapter_parameters, recorrupted_adaptation
 from scorerecon.models.guidance import ConjugateGradientDataStep, MaskedTransformOperator
 from scorerecon.models.networks import build_network, unet_config
 from scorerecon.models.samplers import sample
 from scorerecon.models.score_model import NetworkScoreModel
-from scorerecon.models.sde import VPSDE
+from scorerecon.models.sde import VPSDE, measurement_time
 
 torch.set_num_threads(1)
 SHAPE = (2, 1, 16, 16)  # two "slices" sharing one adapter
@@ -138,3 +139,55 @@ def test_bad_adapter_requests_fail_clearly(problem) -> None:
         adapt_model(object(), "lora")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="lr > 0"):
         TestTimeAdaptation(tiny_model(), op, y, lr=0.0)
+
+
+def _noisy_smooth_image(sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 48), torch.linspace(-1, 1, 48), indexing="ij")
+    clean = (0.6 * torch.sin(3 * xx) * torch.cos(2 * yy))[None, None]
+    return clean, clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+
+
+def _tweedie_error(model: NetworkScoreModel, y: torch.Tensor, clean: torch.Tensor, sigma: float) -> float:
+    t = torch.tensor([measurement_time(model.sde, sigma)])
+    with torch.no_grad():
+        x0 = model.predict(model.sde.alpha(t) * y, t).x0
+    return float((x0 - clean).pow(2).mean())
+
+
+def test_recorrupted_adaptation_learns_to_denoise_from_the_noisy_image_alone() -> None:
+    """R2R's target is unbiased for the clean image: an untrained UNet fitted to the one noisy
+    image ends far below the noise variance (returning ``y`` would score exactly ``sigma^2``)."""
+    sigma = 0.2
+    clean, y = _noisy_smooth_image(sigma)
+    model = tiny_model()
+    before = _state(model)
+    assert _tweedie_error(model, y, clean, sigma) > sigma**2
+    adapted, record = recorrupted_adaptation(model, y, sigma, steps=100, lr=1e-3, patch=32, batch=4, multiple=2)
+    assert _tweedie_error(adapted, y, clean, sigma) < 0.25 * sigma**2
+    assert record["loss_last_tenth"] < record["loss_first_tenth"]
+    assert record["patch"] == 32 and record["steps"] == 100 and record["adapter"] == "full"
+    assert record["adapter_parameters"] == sum(p.numel() for p in model.parameters())
+    after = _state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the caller's model is untouched
+    assert not any(p.requires_grad for p in adapted.parameters())
+
+
+def test_recorrupted_adaptation_is_reproducible_from_its_seed() -> None:
+    sigma = 0.2
+    _, y = _noisy_smooth_image(sigma)
+    runs = [recorrupted_adaptation(tiny_model(), y, sigma, steps=3, patch=16, multiple=2, seed=s)[0] for s in (5, 5, 6)]
+    states = [_state(m) for m in runs]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])
+    _, record = recorrupted_adaptation(tiny_model(), y, sigma, adapter="lora", steps=2, patch=16, multiple=2)
+    assert 0 < record["adapter_parameters"] < sum(p.numel() for p in tiny_model().parameters())
+
+
+def test_recorrupted_adaptation_rejects_what_it_cannot_fit() -> None:
+    _, y = _noisy_smooth_image(0.2)
+    with pytest.raises(ValueError, match="noisy y"):
+        recorrupted_adaptation(tiny_model(), y, 0.0)
+    with pytest.raises(ValueError, match="too small"):
+        recorrupted_adaptation(tiny_model(), y[..., :6, :6], 0.2)
+    with pytest.raises(ValueError, match="unknown adapter"):
+        recorrupted_adaptation(tiny_model(), y, 0.2, adapter="dora")

@@ -109,6 +109,27 @@ def test_tweedie_denoiser_removes_noise(prior, clean) -> None:
     assert float((rec.image - clean).pow(2).mean()) < float((y - clean).pow(2).mean())
 
 
+
+def test_tweedie_tta_adapts_a_copy_of_the_prior_to_the_photo(prior, clean) -> None:
+    """``tweedie_tta``: R2R fine-tuning of a copy on the noisy crop itself, then the 8-fold Tweedie
+    denoiser; the record says what was adapted, the shipped prior's weights never change, and the
+    result is reproducible from the seed."""
+    op = deg.Identity(tuple(clean.shape[-2:]))
+    y = deg.add_noise(clean, 25.0, seed=0)
+    problem = natural_problem(y, op, prior.card, 25.0)
+    weights = {k: v.clone() for k, v in prior.state_dict().items()}
+    plain = restore_zero_shot(problem, prior, "tweedie_x8")
+    runs = [restore_zero_shot(problem, prior, "tweedie_tta", seed=3, steps=4, patch=32) for _ in range(2)]
+    assert torch.equal(runs[0].image, runs[1].image) and not torch.equal(runs[0].image, plain.image)
+    record = runs[0].spec["adaptation"]
+    assert record["method"] == "r2r" and record["steps"] == 4 and record["patch"] == 32 and record["seed"] == 3
+    assert runs[0].nfe == 8 and runs[0].solver == "tweedie_tta"
+    assert all(torch.equal(weights[k], v) for k, v in prior.state_dict().items())
+    assert float((runs[0].image - clean).pow(2).mean()) < float((y - clean).pow(2).mean())
+    blur = deg.Blur(deg.gaussian_kernel(5, 1.0), (32, 32))
+    with pytest.raises(ValueError, match="identity operator"):
+        restore_zero_shot(natural_problem(blur.A(clean), blur, prior.card, 25.0), prior, "tweedie_tta")
+
 def test_measurement_start_begins_at_the_noisy_image(prior, clean) -> None:
     """One DDIM step from ``alpha_t* y`` at ``t*`` (no noise added) is Tweedie's estimate exactly;
     more steps stay on ``[eps, t*]`` and spend exactly their NFE."""

@@ -24,6 +24,9 @@ Zero-shot (one unconditional RGB prior, ``checkpoints/photos_prior``; every solv
              forward process's noise ``sigma_t / alpha_t`` equals the measurement noise, applied
              to ``alpha_t* y`` -- Tweedie's formula, i.e. the prior's MMSE denoiser (a direct
              network call). ``tweedie_x8`` averages it over the 8 flips / rotations (8 NFE).
+``tweedie_tta`` ``tweedie_x8`` on a copy of the prior first fine-tuned on the noisy photograph
+             itself (R2R test-time adaptation, :func:`~scorerecon.models.adaptation.recorrupted_adaptation`;
+             :data:`TWEEDIE_TTA_DEFAULTS`): 8 NFE plus 120 small training steps.
 ``sdedit``   denoising only: DDIM (``eta = 0``, no data term) from ``alpha_t* y`` at ``t*`` down
              to ``t = 0`` -- SDEdit (Meng et al., ICLR 2022) started where the measurement is.
 ``pnp``      DPIR-style plug-and-play (Zhang et al., TPAMI 2021): the prior's Tweedie denoiser
@@ -63,10 +66,11 @@ from typing import Any
 import torch
 
 from scorerecon.modalities.natural.degradations import Identity, SVDOperator
+from scorerecon.models.augment import dihedral
 from scorerecon.models.guidance import Guidance, GuidanceContext, LinearOperator, ProximalDataStep
 from scorerecon.models.parametrization import Prediction
 from scorerecon.models.samplers import sample
-from scorerecon.models.sde import SDE
+from scorerecon.models.sde import SDE, measurement_time
 from scorerecon.pipelines.tasks import Problem, Reconstruction, SliceModel, affine_from_normalization
 from scorerecon.pipelines.tasks import reconstruct as _reconstruct
 
@@ -76,6 +80,7 @@ __all__ = [
     "NATURAL_SOLVERS",
     "NATURAL_SOLVER_DEFAULTS",
     "STARTS",
+    "TWEEDIE_TTA_DEFAULTS",
     "DDRMGuidance",
     "MeasurementStart",
     "measurement_time",
@@ -86,7 +91,7 @@ __all__ = [
     "tweedie_denoise",
 ]
 
-NATURAL_SOLVERS: tuple[str, ...] = ("tweedie", "tweedie_x8", "sdedit", "ddrm", "prox", "dps", "pnp")
+NATURAL_SOLVERS: tuple[str, ...] = ("tweedie", "tweedie_x8", "tweedie_tta", "sdedit", "ddrm", "prox", "dps", "pnp")
 #: where the reverse process of ``ddrm`` / ``prox`` / ``dps`` starts (module docstring)
 STARTS: tuple[str, ...] = ("prior", "measurement")
 
@@ -197,32 +202,6 @@ def _image_shape(operator: LinearOperator, y: Tensor) -> tuple[int, int]:
     return tuple(int(s) for s in shape) if shape is not None else tuple(y.shape[-2:])
 
 
-def dihedral(x: Tensor, k: int, inverse: bool = False) -> Tensor:
-    """The ``k``-th of the 8 flips / quarter turns of the last two dims (or its inverse)."""
-    if not inverse:
-        x = x.flip(-1) if k >= 4 else x
-        return torch.rot90(x, k % 4, dims=(-2, -1))
-    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
-    return x.flip(-1) if k >= 4 else x
-
-
-def measurement_time(sde: SDE, level: float) -> float:
-    """The time ``t*`` at which the forward process's noise ``sigma_t / alpha_t`` equals ``level`` (model units).
-
-    ``sigma / alpha`` increases with ``t`` for every SDE here, so bisection on ``[eps, T]``;
-    ``level`` beyond the prior's range gives ``T``.
-    """
-    if not level > 0:
-        raise ValueError(f"the measurement noise level must be positive, got {level}")
-    lo, hi = float(sde.eps), float(sde.T)
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        t = torch.tensor([mid], dtype=torch.float64)
-        ratio = float(sde.sigma(t) / sde.alpha(t))
-        lo, hi = (mid, hi) if ratio < level else (lo, mid)
-    return 0.5 * (lo + hi)
-
-
 class _EndsAt(SDE):
     """``base`` restricted to ``[eps, t_end]``: every marginal, drift, discretisation and the prior
     draw are ``base``'s, only ``T`` is ``t_end``, so the core's samplers run their own grid
@@ -279,22 +258,47 @@ class MeasurementStart(SliceModel):
         return super().predict(x, t, cond)
 
 
+#: ``tweedie_tta``'s test-time adaptation (:func:`~scorerecon.models.adaptation.recorrupted_adaptation`),
+#: chosen on training crops (kodim02/07/10/15/20, 256^2, sigma 25; docs/natural_images.md, 2026-12-06):
+#: every parameter, 120 Adam steps at 1e-4 on 4 patches of 128^2, R2R's a = 0.5.
+TWEEDIE_TTA_DEFAULTS: dict[str, Any] = {"adapter": "full", "steps": 120, "lr": 1e-4, "recorruption": 0.5,
+                                        "patch": 128, "batch": 4}
+
+
 def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "cpu", ensemble: int = 1,
-                    engine: Any = None) -> Reconstruction:
+                    engine: Any = None, adaptation: dict[str, Any] | None = None,
+                    seed: int = 0) -> Reconstruction:
     """MMSE denoising (identity operator only): ``x0_hat(alpha_t y, t)`` with ``sigma_t / alpha_t = sigma_y``.
 
     One NFE; ``ensemble = 8`` averages the estimates over the 8 flips / rotations of the input
     (the test-time "self-ensemble" of Timofte, Rothe & Van Gool, CVPR 2016; the prior was trained
-    with the same augmentation), at 8 NFE.
+    with the same augmentation), at 8 NFE. ``adaptation`` (options of
+    :func:`~scorerecon.models.adaptation.recorrupted_adaptation`, e.g. :data:`TWEEDIE_TTA_DEFAULTS`)
+    first fine-tunes a copy of the prior on the measurement itself (R2R, self-supervised; one
+    adapted copy for the whole batch, on the engine's device; ``seed`` draws its patches and noise).
     """
     if ensemble not in (1, 8):
         raise ValueError("ensemble must be 1 or 8")
+    if not isinstance(problem.operator, Identity):
+        raise ValueError(f"Tweedie denoising needs the identity operator, got {problem.info.get('operator')}")
     sigma_y = float(problem.info["noise_std_model"])
     if sigma_y <= 0:
         raise ValueError("Tweedie denoising needs a noisy measurement (sigma > 0)")
     from scorerecon.pipelines.tasks.batching import execution_record, prepare_engine
 
     prior = prepare_engine(model, problem, device, engine)  # the prior as the tile engine runs it
+    adapted_record = None
+    if adaptation is not None:
+        from scorerecon.models.adaptation import recorrupted_adaptation
+        from scorerecon.pipelines.tasks import downsampling_factor
+
+        y_fit = problem.y.to(prior.device, torch.float32)
+        if problem.channels_as_batch and y_fit.shape[1] > 1:
+            y_fit = y_fit.reshape(-1, 1, *y_fit.shape[2:])
+        adapted, adapted_record = recorrupted_adaptation(prior.raw, y_fit, sigma_y, seed=seed,
+                                                         multiple=downsampling_factor(prior.raw),
+                                                         **{**TWEEDIE_TTA_DEFAULTS, **adaptation})
+        prior = prepare_engine(adapted, problem, device, engine)
     wrapped, device = prior.net, prior.device
     sde = wrapped.sde
     t = torch.full((problem.shape[0],), measurement_time(sde, sigma_y), dtype=torch.float32, device=device)
@@ -304,8 +308,12 @@ def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "
         x0 = torch.stack([dihedral(wrapped.predict(dihedral(x_t, k), t).x0, k, inverse=True)
                           for k in range(ensemble)]).mean(0)
     seconds = time.perf_counter() - start
-    return Reconstruction(x0, problem.to_physical(x0), None, ensemble, seconds, "tweedie",
-                          {"t": float(t[0]), "sigma_model": sigma_y, "ensemble": ensemble}, [],
+    spec: dict[str, Any] = {"t": float(t[0]), "sigma_model": sigma_y, "ensemble": ensemble}
+    if adapted_record is not None:
+        spec["adaptation"] = adapted_record
+        seconds += adapted_record["seconds"]
+    return Reconstruction(x0, problem.to_physical(x0), None, ensemble, seconds,
+                          "tweedie" if adapted_record is None else "tweedie_tta", spec, [],
                           execution=execution_record(prior, "whole batch: one denoiser call per orientation",
                                                      int(problem.shape[0]), ensemble))
 
@@ -326,6 +334,8 @@ def restore_zero_shot(problem: Problem, model: Any, solver: str, nfe: int = 20, 
     """
     if solver in ("tweedie", "tweedie_x8"):
         return tweedie_denoise(problem, model, device, ensemble=8 if solver == "tweedie_x8" else 1, engine=engine)
+    if solver == "tweedie_tta":
+        return tweedie_denoise(problem, model, device, ensemble=8, engine=engine, adaptation=overrides, seed=seed)
     if solver == "pnp":  # deterministic plug-and-play with the prior's denoiser: no start, no sampler
         if init is not None or start != "prior":
             raise ValueError("pnp starts from the pseudo-inverse A^+ y; it takes no start or init")

@@ -252,7 +252,8 @@ TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
              _ZERO_SHOT, "pnp", 20, ("--kernel", "--sigma", "--crop")),
     _natural("denoise", "Gaussian denoising of a photograph (sigma given or estimated)", "Identity",
              # no pnp: on held-out photos it was 2-4 dB under tweedie_x8 (docs/natural_images.md)
-             ("tweedie", "tweedie_x8", "sdedit", *(s for s in _ZERO_SHOT if s != "pnp")), "tweedie_x8", 20,
+             ("tweedie", "tweedie_x8", "tweedie_tta", "sdedit", *(s for s in _ZERO_SHOT if s != "pnp")),
+             "tweedie_x8", 20,
              ("--sigma", "--crop")),
     _natural("inpaint", "inpainting of a photograph's missing pixels (a mask, or its transparent pixels)",
              # 40 pnp steps: +0.28 dB over 20 on training crops, more steps no better (benchmarks/natural.py)
