@@ -59,8 +59,8 @@ def score_scene(scene: Any, model: Any, nfe: int, samples: int, seed: int = 0) -
     from scorerecon.modalities.optical.bands import LANDSAT8
     from scorerecon.modalities.optical.baselines import run_pansharpen_baselines
     from scorerecon.modalities.optical.metrics import pansharpen_reduced
+    from scorerecon.pipelines import reconstruct_remote
     from scorerecon.pipelines.evaluate_remote import _entry
-    from scorerecon.pipelines.reconstruct_remote import anyband_scene
 
     methods = {}
     for name, (fused, secs) in run_pansharpen_baselines(scene.low, scene.pan, 2, scene.phase, BASELINES,
@@ -68,8 +68,9 @@ def score_scene(scene: Any, model: Any, nfe: int, samples: int, seed: int = 0) -
         methods[name] = _entry("classical", pansharpen_reduced(scene.ref, fused, 2), 0, secs)
     start = time.perf_counter()
     with torch.no_grad():
-        fused, _, run = anyband_scene(model, model.card["data"], scene.low, scene.pan, scene.specs, 2, scene.phase,
-                                      scene.pan_range, scene.gains, nfe=nfe, samples=samples, seed=seed)
+        fused, _, run = reconstruct_remote.anyband_scene(
+            model, model.card["data"], scene.low, scene.pan, scene.specs, 2, scene.phase, scene.pan_range,
+            scene.gains, nfe=nfe, samples=samples, seed=seed, adaptation=reconstruct_remote.ANYBAND_ADAPTATION)
     methods["diffusion"] = _entry("diffusion", pansharpen_reduced(scene.ref, fused, 2), run.nfe * samples,
                                   time.perf_counter() - start)
     return {"methods": methods, "params": {"reference_shape": list(scene.ref.shape[-2:]), "phase": scene.phase,
@@ -117,6 +118,46 @@ def tune(model: Any, configs: list[tuple[int, int]], steps: list[int]) -> None:
                   flush=True)
 
 
+
+#: ``--tune-adaptation``: Adam steps of the target-adaptive fine-tuning (0: the prior as shipped)
+ADAPTATION_GRID = (0, 100, 200, 400)
+
+
+def tune_adaptation(model: Any, nfe: int, samples: int, grid: tuple[int, ...] = ADAPTATION_GRID) -> None:
+    """ERGAS / SAM gain over the best classical method (MTF-GLP + back-projection included) on two training
+    strips (Landsat-8 MS columns [300, 456) with the real pan, Sentinel-2 20 m columns [400, 642)) for each
+    number of target-adaptation steps (``reconstruct_remote.ANYBAND_ADAPTATION``'s other settings)."""
+    from scorerecon.modalities.optical.anyband import landsat8_scenes, sentinel2_scenes
+    from scorerecon.modalities.optical.bands import LANDSAT8
+    from scorerecon.modalities.optical.baselines import run_pansharpen_baselines
+    from scorerecon.modalities.optical.metrics import pansharpen_reduced
+    from scorerecon.pipelines.reconstruct_remote import ANYBAND_ADAPTATION, anyband_scene
+
+    scenes = landsat8_scenes(columns=(300, 456), pans=("real",)) + sentinel2_scenes(columns=(400, 642), sets=("20m",))
+    names = " | ".join(f"{s.name} ERGAS / SAM gain" for s in scenes)
+    print(f"| adaptation steps | {names} | mean ERGAS | mean SAM |")
+    print("|---|" + "---|" * (len(scenes) + 2))
+    best = []
+    for s in scenes:
+        classical = run_pansharpen_baselines(s.low, s.pan, 2, s.phase, BASELINES, s.gains, LANDSAT8["B08"].mtf_nyquist)
+        scores = [pansharpen_reduced(s.ref, fused, 2) for fused, _ in classical.values()]
+        best.append({m: min(v[m] for v in scores) for m in ("ergas", "sam")})
+    for steps in grid:
+        ge, gs, secs = [], [], 0.0
+        for s, b in zip(scenes, best, strict=True):
+            start = time.perf_counter()
+            with torch.no_grad():
+                fused = anyband_scene(model, model.card["data"], s.low, s.pan, s.specs, 2, s.phase, s.pan_range,
+                                      s.gains, nfe=nfe, samples=samples,
+                                      adaptation={**ANYBAND_ADAPTATION, "steps": steps} if steps else None)[0]
+            secs += time.perf_counter() - start
+            m = pansharpen_reduced(s.ref, fused, 2)
+            ge.append(1 - m["ergas"] / b["ergas"])
+            gs.append(1 - m["sam"] / b["sam"])
+        cells = " | ".join(f"{100 * e:+.1f} / {100 * a:+.1f} %" for e, a in zip(ge, gs, strict=True))
+        print(f"| {steps} | {cells} | {100 * np.mean(ge):+.1f} % | {100 * np.mean(gs):+.1f} % | ({secs:.0f} s)",
+              flush=True)
+
 def main() -> None:
     from scorerecon.modalities.optical.anyband import sentinel2_scenes
     from scorerecon.pipelines.evaluate import markdown_table
@@ -132,10 +173,21 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="choose NFE x samples on training columns and stop")
     parser.add_argument("--configs", default="2x5,1x10", help="tuning: NFE x samples splits")
     parser.add_argument("--steps", default="0,1,3,5", help="tuning: back-projection steps")
+    parser.add_argument("--tune-adaptation", action="store_true",
+                        help="choose the target-adaptation steps on training columns and stop")
+    parser.add_argument("--no-adaptation", action="store_true",
+                        help="sample the any-band prior as shipped, without target adaptation (for comparison)")
     parser.add_argument("--skip", default="", help="comma list of scenes to skip: l7stars,l7sat,s2,l8")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, checkpoint = load_anyband(args.checkpoint)
+    if args.no_adaptation:
+        from scorerecon.pipelines import reconstruct_remote
+
+        reconstruct_remote.ANYBAND_ADAPTATION = None  # read by evaluate_pansharpen and score_scene at call time
+    from scorerecon.pipelines.reconstruct_remote import ANYBAND_ADAPTATION
+
+    print(f"target adaptation of the any-band prior: {ANYBAND_ADAPTATION or 'off'}\n")
     print(f"# benchmarks/pansharpen_anyband.py ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
     print(f"checkpoint {checkpoint}: {model.card['training']['steps']} steps, "
           f"{model.card['training']['wall_time_s']:.0f} s\n")
@@ -145,6 +197,9 @@ def main() -> None:
         return
     nfe = ANYBAND_SAMPLING[0] if args.nfe is None else args.nfe
     samples = ANYBAND_SAMPLING[1] if args.samples is None else args.samples
+    if args.tune_adaptation:
+        tune_adaptation(model, nfe, samples)
+        return
     skip = set(filter(None, args.skip.split(",")))
     summary = []
 

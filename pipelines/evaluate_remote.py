@@ -172,6 +172,7 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
     from scorerecon.modalities.optical.metrics import pansharpen_reduced, qnr
     from scorerecon.pipelines.hardware import describe
     from scorerecon.pipelines.reconstruct_remote import (
+        ANYBAND_ADAPTATION,
         ANYBAND_CHECKPOINT,
         ANYBAND_SAMPLING,
         PANSHARPEN_CONSISTENCY,
@@ -304,11 +305,14 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
         fused_all[name] = fused
         say(f"{name}: ERGAS {methods[name]['ergas']:.3f}, SAM {methods[name]['sam']:.3f}")
 
+    adapted: dict[str, Any] = {}
+
     def diffusion(ms_in: np.ndarray, pan_in: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
         with torch.no_grad():
             if mode == "anyband":
                 return anyband_scene(model, card["data"], ms_in, pan_in, specs, ratio, phase, prange, gains, nfe=nfe,
-                                     samples=samples, seed=seed, device=device, engine=engine)
+                                     samples=samples, seed=seed, device=device, engine=engine,
+                                     adaptation=ANYBAND_ADAPTATION, pan_gain=pan_gain, record=adapted)
             return pansharpen_scene(model, card["data"], ms_in, pan_in, nfe=nfe, samples=samples, seed=seed,
                                     device=device, phase=phase, engine=engine, gains=gains,
                                     consistency_steps=PANSHARPEN_CONSISTENCY)
@@ -319,6 +323,8 @@ def evaluate_pansharpen(ms_paths: list[Path], pan_path: Path | None, ratio: int,
         fused, std, run = diffusion(ms_low, pan_low)
         secs = time.perf_counter() - start
         methods["diffusion"] = _entry("diffusion", pansharpen_reduced(ref, fused, ratio), run.nfe * samples, secs)
+        if "adaptation" in adapted:
+            params["adaptation"] = adapted["adaptation"]
         fused_all["diffusion"] = fused
         say(f"diffusion: ERGAS {methods['diffusion']['ergas']:.3f}, SAM {methods['diffusion']['sam']:.3f}, "
             f"{run.nfe} NFE, {secs:.1f} s")

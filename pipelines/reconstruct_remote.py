@@ -88,6 +88,12 @@ ANYBAND_SAMPLING = (2, 5)
 #: back-projection steps onto the measured MS after sampling
 #: (:func:`~scorerecon.modalities.optical.anyband.consistency`), chosen with the sampling on training columns
 ANYBAND_CONSISTENCY = 5
+#: target-adaptive fine-tuning of the any-band prior on the scene's own inputs one scale down before sampling
+#: (:func:`~scorerecon.modalities.optical.anyband.adaptation_pairs`,
+#: :func:`~scorerecon.models.adaptation.dsm_adaptation`; A-PNN, Scarpa et al. 2018): Adam steps, rate, pairs
+#: per step and their side; the steps chosen on training columns (benchmarks/pansharpen_anyband.py
+#: --tune-adaptation); ``None`` switches it off
+ANYBAND_ADAPTATION: dict[str, Any] | None = {"steps": 200, "lr": 1e-4, "batch": 8, "patch": 64}
 #: back-projection steps given to every sample of the Landsat-8 pan-sharpening and Sentinel-2 20 -> 10 m priors
 #: (``pansharpen_scene``): as many as the ``mtf_glp_bp`` baseline gets (converging: held-out ERGAS changes < 0.6 %
 #: from 8 to 15 steps for both); without it MTF-GLP + back-projection beat the Landsat-8 prior
@@ -168,8 +174,15 @@ def anyband_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, band
                   phase: float | tuple[float, float] | None, pan_range: tuple[float, float],
                   gains: list[float] | None = None, *, nfe: int = 2, samples: int = 5, seed: int = 0, tile: int = 128,
                   overlap: float = 0.25, batch_size: int | None = None, device: str = "cpu",
-                  engine: Any = None, consistency_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
+                  engine: Any = None, consistency_steps: int | None = None, adaptation: dict[str, Any] | None = None,
+                  pan_gain: float | None = None, record: dict[str, Any] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, Any]:
     """Sharpen ``ms`` ``(C, h, w)`` band by band with the any-band prior -> mean, std ``(C, H, W)`` float32.
+
+    ``adaptation`` (e.g. :data:`ANYBAND_ADAPTATION`) first fine-tunes a copy of the prior on pairs made from
+    this scene's own inputs one scale down (``pan_gain``: the pan's MTF gain, default Landsat-8 B8's as in
+    ``evaluate``); ``record["adaptation"]`` then says what was adapted, or why it was skipped (a scene too
+    small for pairs), in which case the prior runs unadapted.
 
     Every band's conditions come from the whole scene (:func:`~scorerecon.modalities.optical.anyband.prepare`:
     interpolation, MTF-GLP with its scene-wide injection gains, pan z-score); then ``samples`` posterior samples
@@ -209,6 +222,9 @@ def anyband_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, band
 
     from dataclasses import replace
 
+    if adaptation:
+        model = _adapt_anyband(model, card_data, low, np.asarray(pan, np.float64), ratio, phase, bands, pan_range,
+                               gains, pan_gain, adaptation, seed, record)
     engine = _engine(model, device, seed, batch_size, engine)
     mean, std, runs = np.empty((channels, h, w), np.float32), np.empty((channels, h, w), np.float32), []
     for k in range(channels):  # one band at a time: the fused path holds every tile of its images in memory
@@ -220,6 +236,30 @@ def anyband_scene(model: Any, card_data: dict[str, Any], ms: Any, pan: Any, band
         std[k] = out.std(0, ddof=1) if samples > 1 else 0.0
     result = replace(runs[-1], n_tiles=sum(r.n_tiles for r in runs), n_batches=sum(r.n_batches for r in runs))
     return mean, std, result
+
+
+def _adapt_anyband(model: Any, card_data: dict[str, Any], low: np.ndarray, pan: np.ndarray, ratio: int,
+                   phase: Any, bands: list[Any], pan_range: tuple[float, float], gains: list[float],
+                   pan_gain: float | None, adaptation: dict[str, Any], seed: int, record: dict[str, Any] | None) -> Any:
+    """The any-band prior fine-tuned on this scene's own reduced-resolution pairs, or ``model`` when it cannot be."""
+    from scorerecon.modalities.optical.anyband import adaptation_pairs
+    from scorerecon.modalities.optical.bands import LANDSAT8
+    from scorerecon.models.adaptation import dsm_adaptation
+
+    options = dict(adaptation)
+    draw, why = adaptation_pairs(low, pan, ratio, phase, bands, pan_range, gains,
+                                 LANDSAT8["B08"].mtf_nyquist if pan_gain is None else float(pan_gain),
+                                 float(card_data["normalization"]["residual_scale"]),
+                                 int(card_data.get("base_steps", 0)), options.pop("patch", 64), options.pop("batch", 8))
+    if draw is None:
+        info: dict[str, Any] = {"method": "dsm", "skipped": why}
+        adapted = model
+    else:
+        adapted, info = dsm_adaptation(model, draw, seed=seed, **options)
+        adapted.card = model.card
+    if record is not None:
+        record["adaptation"] = info
+    return adapted
 
 
 def align_pan(pan: Any, phase: tuple[int, int], ratio: int, where: Any = None) -> tuple[Any, int, tuple[int, int]]:
@@ -482,10 +522,12 @@ def _pansharpen_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[s
         pan_file = pan_ds.attrs.get("band_files", {}).get(pan_name)
         prange, prange_note = pan_spectral_range(Path(pan_file).stem if pan_file else None, stems)
         args.nfe, args.samples = getattr(args, "anyband_sampling", ANYBAND_SAMPLING)
+        adapted: dict[str, Any] = {}
         fused, std, run = anyband_scene(anyband[0], anyband[0].card["data"], ms_ds["image"].data, pan, specs, ratio,
                                         phase[0], prange, nfe=args.nfe, samples=args.samples, seed=args.seed,
                                         tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                                        device=args.device, engine=engine_config(args))
+                                        device=args.device, engine=engine_config(args),
+                                        adaptation=ANYBAND_ADAPTATION, record=adapted)
         fused, std = crop(fused), crop(std)
         note = f"any-band prior: {reason}; sharpened {', '.join(ms_names)} band by band with {ANYBAND_CHECKPOINT}"
         if not args.quiet:
@@ -499,7 +541,7 @@ def _pansharpen_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[s
                 "pan_range_nm": list(prange), "pan_range_source": prange_note, "nfe": run.nfe,
                 "samples": args.samples, "nfe_total": run.nfe * args.samples, "sampler": "ddim", "eta": 0.0,
                 "seed": args.seed, "tile": args.tile, "overlap": args.overlap, "tiles": run.n_tiles,
-                "batches": run.n_batches, "_model": anyband[0]}
+                "batches": run.n_batches, "adaptation": adapted.get("adaptation"), "_model": anyband[0]}
         return out, info
     ms = _select_bands(ms_ds, list(data["bands"]), args.input, groups[ms_i]).data  # lazy (band, y, x)
     from scorerecon.modalities.optical.bands import band_specs

@@ -155,6 +155,49 @@ def test_any_band_count_is_sharpened(bands):
     assert np.abs(mean - glp).mean() > 0  # the prior corrects MTF-GLP, it does not return it
 
 
+
+@needs_l8
+@needs_ckpt
+def test_target_adaptation_fine_tunes_a_copy_on_the_scene_one_scale_down():
+    """A-PNN-style adaptation: pairs from the scene's own inputs (its MS as the reference of a further Wald
+    reduction), a few DSM steps on a copy; the shipped prior is untouched, the output changes, and a scene too
+    small for pairs is sharpened unadapted with the reason recorded."""
+    import torch
+
+    from scorerecon.modalities.optical.anyband import adaptation_pairs
+    from scorerecon.pipelines.reconstruct_remote import anyband_scene, load_anyband
+
+    bands = (2, 3, 4, 5)
+    ms, _ = read_bands([L8 / f"l8_B{i}.tif" for i in bands])
+    pan, _ = read_bands([L8 / "l8_B8.tif"])
+    ref, pan = ms[:, 500:580, 500:580], pan[0, 1000:1160, 1000:1160]
+    specs = infer_bands([f"B{i:02d}" for i in bands], [f"l8_B{i}" for i in bands])
+    gains = [b.mtf_nyquist for b in specs]
+    low = wald_degrade(ref, 2, gains, 1)
+    pan_low = wald_degrade(pan, 2, 0.15, 1)[:80, :80]
+    model, _ = load_anyband(CKPT)
+    scale = model.card["data"]["normalization"]["residual_scale"]
+    draw, why = adaptation_pairs(low, pan_low, 2, 1, specs, (500.0, 680.0), gains, 0.15, scale, patch=64, batch=3)
+    x, cond = draw(np.random.default_rng(0))
+    assert why is None and x.shape == (3, 1, 40, 40) and cond.shape == (3, anyband.COND_CHANNELS, 40, 40)
+    assert torch.isfinite(x).all() and torch.isfinite(cond).all()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    runs = {}
+    for name, adapt in (("plain", None), ("adapted", {"steps": 3, "lr": 1e-4, "batch": 2, "patch": 32})):
+        record = {}
+        with torch.no_grad():
+            runs[name] = anyband_scene(model, model.card["data"], low, pan_low, specs, 2, 1, (500.0, 680.0), gains,
+                                       nfe=1, samples=1, tile=32, adaptation=adapt, record=record)[0]
+        if adapt:
+            assert record["adaptation"]["steps"] == 3 and record["adaptation"]["method"] == "dsm"
+    assert not np.allclose(runs["plain"], runs["adapted"])
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    record = {}
+    with torch.no_grad():
+        anyband_scene(model, model.card["data"], low[:, :20, :20], pan_low[:40, :40], specs, 2, 1, (500.0, 680.0),
+                      gains, nfe=1, samples=1, tile=32, adaptation={"steps": 3}, record=record)
+    assert "too small" in record["adaptation"]["skipped"]
+
 @needs_l8
 @needs_ckpt
 def test_evaluate_uses_the_any_band_prior_and_falls_back_with_one_note(tmp_path, capsys):
@@ -169,6 +212,8 @@ def test_evaluate_uses_the_any_band_prior_and_falls_back_with_one_note(tmp_path,
     assert "held-out columns [471, 627)" in result["params"]["holdout"]  # the training scene: held-out part only
     assert result["params"]["checkpoint"].endswith("anyband_pansharpen") and "diffusion" in result["methods"]
     assert result["params"]["pan_range_nm"] == [500, 680]
+    # a 20 x 20 reduced-resolution input is too small for target-adaptation pairs: said, not hidden
+    assert "too small" in result["params"]["adaptation"]["skipped"]
     # unknown wavelengths (files named by no sensor): classical methods, one note saying why
     unnamed = []
     for i in (2, 3, 4):
@@ -208,6 +253,8 @@ def test_reconstruct_landsat7_keeps_the_pan_grid(tmp_path, capsys):
     assert np.isfinite(res["image"].values).all() and (res["std"].values >= 0).all()
     info = res.attrs["reconstruction"]
     assert info["prior"] == "anyband" and info["pan_range_nm"] == [520, 900]
+    # the 41 x 41 MS is large enough for target adaptation at full resolution: its record travels with the output
+    assert info["adaptation"]["method"] == "dsm" and info["adaptation"]["steps"] >= 1
     # ratio the any-band prior cannot serve: a 4x pan (the 15 m pan against 60 m MS made here) -> classical + note
     coarse = []
     for f in files[:6]:

@@ -66,6 +66,7 @@ from scorerecon.modalities.optical.datasets import dihedral, read_bands, resolve
 from scorerecon.modalities.optical.degradation import back_project, synthesize_pan, wald_degrade
 
 __all__ = ["LANDSAT7", "LANDSAT5", "COND_CHANNELS", "band_code", "neighbours", "BandStack", "prepare", "consistency",
+           "adaptation_pairs",
            "infer_bands", "unknown_bands", "pan_band", "pan_range", "Scene", "landsat8_scenes", "sentinel2_scenes",
            "AnybandDataset"]
 
@@ -248,6 +249,45 @@ def consistency(fused: np.ndarray, low: np.ndarray, ratio: int, phase: float | t
     setting chosen on training columns (``reconstruct_remote.ANYBAND_CONSISTENCY``)."""
     return back_project(fused, low, ratio, gain, phase, steps)
 
+
+
+def adaptation_pairs(low: np.ndarray, pan: np.ndarray, ratio: int, phase: float | tuple[float, float] | None,
+                     bands: Sequence[Band], pan_range: tuple[float, float], gains: Sequence[float], pan_gain: float,
+                     residual_scale: float, base_steps: int = BASE_STEPS, patch: int = 64, batch: int = 8
+                     ) -> tuple[Any, str | None]:
+    """Training pairs of the prior made from one scene's *own inputs*, one scale down (A-PNN's target adaptation).
+
+    The low-resolution MS ``low`` ``(C, h, w)`` becomes the reference and its Wald reduction (the bands' MTF
+    ``gains``, decimation by ``ratio``) the input, with the pan reduced the same way (``pan_gain``) to ``(h, w)``:
+    exactly the training pairs of :class:`AnybandDataset`, but of the scene to be sharpened. Returns
+    ``(draw, None)`` with ``draw(rng) -> (x (batch, 1, p, p), cond (batch, 7, p, p))`` (a random band, window
+    and dihedral transform per pair, ``p = min(patch, h, w)`` rounded down to 8), or ``(None, why)`` when the
+    scene cannot give pairs (fewer than 32 low-resolution pixels a side, or a per-axis grid phase).
+    """
+    low = np.asarray(low, np.float64)
+    h, w = low.shape[-2:]
+    size = min(int(patch), h, w) // 8 * 8
+    if size < 32:
+        return None, f"the MS is {h}x{w} pixels, too small for adaptation pairs (>= 32 a side)"
+    if isinstance(phase, tuple):
+        return None, "per-axis grid phases: the reduced pair's degradation takes one phase"
+    reduced = wald_degrade(low, ratio, list(gains), phase)
+    pan_reduced = wald_degrade(np.asarray(pan, np.float64), ratio, pan_gain, phase)[:h, :w]
+    stack = prepare(reduced, pan_reduced, ratio, phase, bands, pan_range, gains, base_steps)
+    targets = np.stack([stack.target(k, low[k], residual_scale) for k in range(low.shape[0])])
+
+    def draw(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, cs = [], []
+        for _ in range(batch):
+            k = int(rng.integers(0, targets.shape[0]))
+            r, c = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+            rows, cols = slice(r, r + size), slice(c, c + size)
+            x, cond = dihedral([targets[k:k + 1, rows, cols], stack.cond(k, rows, cols)], int(rng.integers(0, 8)))
+            xs.append(x)
+            cs.append(cond)
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(cs))
+
+    return draw, None
 
 # ------------------------------------------------------------------------------------------------
 # Wald scenes of the two training sensors (training part or held-out part)
