@@ -16,7 +16,7 @@ exposure 0.15, gamma 1.5, 600 photons at white, read noise 0.01.
 
 Methods: zero-shot solvers on the one unconditional prior (``--checkpoint``, default
 ``checkpoints/photos_prior``): ``ddrm``, ``prox``, ``dps`` (and ``tweedie`` / ``tweedie_x8`` /
-``sdedit`` for denoising); conditional models (``cond_sr`` for ``--scale 4``, ``cond_lowlight``):
+``tweedie_tta`` / ``sdedit`` for denoising); conditional models (``cond_sr`` for ``--scale 4``, ``cond_lowlight``):
 ``checkpoints/photos_sr4``, ``checkpoints/photos_lowlight`` (``cond_checkpoint`` replaces them),
 mean of 4 DDIM samples (``cond_samples``). Low light is non-linear: only the conditional model
 and the classical baselines apply.

@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from scorerecon.models.augment import dihedral
+from scorerecon.models.sde import measurement_time
 from scorerecon.pipelines.tasks import Problem, Reconstruction, sample_seeds
-from scorerecon.pipelines.tasks.natural import dihedral, measurement_time
 
 Tensor = torch.Tensor
 
