@@ -54,6 +54,14 @@ def _gain_lines(methods: dict, target: float, judged: bool = True) -> list[str]:
     return gain_lines(methods, target, judged=("ergas", "sam") if judged else ())
 
 
+
+def _gain_row(label: str, scores: list[dict], best: list[dict]) -> str:
+    """A tuning table row: per strip ERGAS / SAM gain of ``scores`` over ``best`` (lower is better), then the means."""
+    ge = [1 - m["ergas"] / b["ergas"] for m, b in zip(scores, best, strict=True)]
+    gs = [1 - m["sam"] / b["sam"] for m, b in zip(scores, best, strict=True)]
+    cells = " | ".join(f"{100 * e:+.1f} / {100 * a:+.1f} %" for e, a in zip(ge, gs, strict=True))
+    return f"| {label} | {cells} | {100 * np.mean(ge):+.1f} % | {100 * np.mean(gs):+.1f} % |"
+
 def score_scene(scene: Any, model: Any, nfe: int, samples: int, seed: int = 0) -> dict[str, Any]:
     """Classical methods and the any-band prior on one :class:`~scorerecon.modalities.optical.anyband.Scene`."""
     from scorerecon.modalities.optical.bands import LANDSAT8
@@ -106,16 +114,10 @@ def tune(model: Any, configs: list[tuple[int, int]], steps: list[int]) -> None:
                 means.append(anyband_scene(model, model.card["data"], s.low, s.pan, s.specs, 2, s.phase, s.pan_range,
                                            s.gains, nfe=nfe, samples=samples, consistency_steps=0)[0])
         for n in steps:
-            ge, gs = [], []
-            for s, mean, b in zip(scenes, means, best, strict=True):
-                fused = np.stack([consistency(mean[k], s.low[k], 2, s.phase, s.gains[k], n)
-                                  for k in range(mean.shape[0])])
-                m = pansharpen_reduced(s.ref, fused, 2)
-                ge.append(1 - m["ergas"] / b["ergas"])
-                gs.append(1 - m["sam"] / b["sam"])
-            cells = " | ".join(f"{100 * e:+.1f} / {100 * a:+.1f} %" for e, a in zip(ge, gs, strict=True))
-            print(f"| {nfe} x {samples}, {n} | {cells} | {100 * np.mean(ge):+.1f} % | {100 * np.mean(gs):+.1f} % |",
-                  flush=True)
+            scores = [pansharpen_reduced(s.ref, np.stack([consistency(mean[k], s.low[k], 2, s.phase, s.gains[k], n)
+                                                          for k in range(mean.shape[0])]), 2)
+                      for s, mean in zip(scenes, means, strict=True)]
+            print(_gain_row(f"{nfe} x {samples}, {n}", scores, best), flush=True)
 
 
 
@@ -143,20 +145,14 @@ def tune_adaptation(model: Any, nfe: int, samples: int, grid: tuple[int, ...] = 
         scores = [pansharpen_reduced(s.ref, fused, 2) for fused, _ in classical.values()]
         best.append({m: min(v[m] for v in scores) for m in ("ergas", "sam")})
     for steps in grid:
-        ge, gs, secs = [], [], 0.0
-        for s, b in zip(scenes, best, strict=True):
-            start = time.perf_counter()
+        scores, start = [], time.perf_counter()
+        for s in scenes:
             with torch.no_grad():
                 fused = anyband_scene(model, model.card["data"], s.low, s.pan, s.specs, 2, s.phase, s.pan_range,
                                       s.gains, nfe=nfe, samples=samples,
                                       adaptation={**ANYBAND_ADAPTATION, "steps": steps} if steps else None)[0]
-            secs += time.perf_counter() - start
-            m = pansharpen_reduced(s.ref, fused, 2)
-            ge.append(1 - m["ergas"] / b["ergas"])
-            gs.append(1 - m["sam"] / b["sam"])
-        cells = " | ".join(f"{100 * e:+.1f} / {100 * a:+.1f} %" for e, a in zip(ge, gs, strict=True))
-        print(f"| {steps} | {cells} | {100 * np.mean(ge):+.1f} % | {100 * np.mean(gs):+.1f} % | ({secs:.0f} s)",
-              flush=True)
+            scores.append(pansharpen_reduced(s.ref, fused, 2))
+        print(_gain_row(str(steps), scores, best) + f" ({time.perf_counter() - start:.0f} s)", flush=True)
 
 def main() -> None:
     from scorerecon.modalities.optical.anyband import sentinel2_scenes

@@ -196,28 +196,17 @@ def recorrupted_adaptation(model: nn.Module, y: Tensor, noise_std: float, *, ada
     adapted = adapt_model(model, adapter, seed=seed)
     params = adapter_parameters(adapted)
     device = params[0].device
-    optimizer = torch.optim.Adam(params, lr=float(lr))
     images = y.detach().to(device, torch.float32)
     sde = adapted.sde
     t = torch.full((batch,), measurement_time(sde, noise_std * (1 + recorruption**2) ** 0.5), device=device)
     alpha = sde.alpha(t).view(batch, *([1] * (images.ndim - 1)))
     gen = torch.Generator().manual_seed(int(seed))
     spatial = images.shape[2:]
-    losses: list[float] = []
-    start = time.perf_counter()
-    for _ in range(int(steps)):
-        with torch.enable_grad():  # callers may run under no_grad (inference); this loop trains
-            loss = _r2r_step(adapted, images, size, batch, spatial, gen, device, noise_std, recorruption, alpha, t)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    adapted.requires_grad_(False)
-    adapted.eval()
+    summary = _fit(adapted, params, steps, lr, lambda: _r2r_step(adapted, images, size, batch, spatial, gen, device,
+                                                                 noise_std, recorruption, alpha, t))
     record = {"method": "r2r", "adapter": adapter, "adapter_parameters": int(sum(p.numel() for p in params)),
               "steps": int(steps), "lr": float(lr), "recorruption": float(recorruption), "patch": size,
-              "batch": int(batch), "seed": int(seed), **_loss_summary(losses),
-              "seconds": round(time.perf_counter() - start, 3)}
+              "batch": int(batch), "seed": int(seed), **summary}
     return adapted, record
 
 
@@ -238,30 +227,38 @@ def dsm_adaptation(model: nn.Module, draw: Callable[[np.random.Generator], tuple
     adapted = adapt_model(model, adapter, seed=seed)
     params = adapter_parameters(adapted)
     device = params[0].device
-    optimizer = torch.optim.Adam(params, lr=float(lr))
     rng, gen = np.random.default_rng(int(seed)), torch.Generator(device=device).manual_seed(int(seed))
+
+    def batch_loss() -> Tensor:
+        x0, cond = draw(rng)
+        return dsm_loss(adapted, x0.to(device, torch.float32), gen,
+                        cond=None if cond is None else cond.to(device, torch.float32))
+
+    summary = _fit(adapted, params, steps, lr, batch_loss)
+    return adapted, {"method": "dsm", "adapter": adapter, "adapter_parameters": int(sum(p.numel() for p in params)),
+                     "steps": int(steps), "lr": float(lr), "seed": int(seed), **summary}
+
+
+def _fit(adapted: nn.Module, params: list[nn.Parameter], steps: int, lr: float,
+         batch_loss: Callable[[], Tensor]) -> dict[str, float]:
+    """``steps`` Adam steps at ``lr`` on ``params`` lowering ``batch_loss()``; leaves ``adapted`` frozen in eval
+    mode and returns the mean loss over the first and last tenth of the steps (single steps are noisy) and
+    the seconds taken. Runs under ``enable_grad``: callers may be inside inference (``no_grad``)."""
+    optimizer = torch.optim.Adam(params, lr=float(lr))
     losses: list[float] = []
     start = time.perf_counter()
     for _ in range(int(steps)):
-        x0, cond = draw(rng)
-        with torch.enable_grad():  # callers may run under no_grad (inference); this loop trains
-            loss = dsm_loss(adapted, x0.to(device, torch.float32), gen,
-                            cond=None if cond is None else cond.to(device, torch.float32))
+        with torch.enable_grad():
+            loss = batch_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
     adapted.requires_grad_(False)
     adapted.eval()
-    return adapted, {"method": "dsm", "adapter": adapter, "adapter_parameters": int(sum(p.numel() for p in params)),
-                     "steps": int(steps), "lr": float(lr), "seed": int(seed), **_loss_summary(losses),
-                     "seconds": round(time.perf_counter() - start, 3)}
-
-
-def _loss_summary(losses: list[float]) -> dict[str, float]:
-    """Mean loss over the first and the last tenth of the steps (single steps are noisy)."""
     head, tail = losses[: max(1, len(losses) // 10)], losses[-max(1, len(losses) // 10):]
-    return {"loss_first_tenth": round(sum(head) / len(head), 6), "loss_last_tenth": round(sum(tail) / len(tail), 6)}
+    return {"loss_first_tenth": round(sum(head) / len(head), 6), "loss_last_tenth": round(sum(tail) / len(tail), 6),
+            "seconds": round(time.perf_counter() - start, 3)}
 
 
 class TestTimeAdaptation(Guidance):
