@@ -62,6 +62,29 @@ def test_inpainting_keeps_the_observed_pixels_and_fills_the_rest(prior, photos) 
     assert torch.equal(rec.image, again.image)  # deterministic for a seed
 
 
+
+def test_inpainting_starts_from_biharmonic_on_a_shorter_ladder(prior, photos) -> None:
+    """Inpainting's PnP starts from the classical biharmonic estimate at sigma_max 0.5 (PNP_WARM_STARTS),
+    computed per photo from the measurement alone; an explicit sigma_max keeps the zero-filled start."""
+    from skimage.restoration import inpaint_biharmonic
+
+    from scorerecon.pipelines.tasks.natural import classical_estimate
+
+    mask = deg.random_mask((32, 32), seed=1)
+    op = deg.Inpainting(mask)
+    problem = natural_problem(op.A(photos), op, prior.card, 0.0)
+    warm = classical_estimate(problem, "biharmonic")
+    for k in range(2):
+        y = op.A(photos)[k].permute(1, 2, 0).numpy().astype(np.float64)
+        expected = inpaint_biharmonic(y, mask < 0.5, channel_axis=-1)
+        assert np.allclose(problem.to_physical(warm)[k].permute(1, 2, 0).numpy(), expected, atol=1e-5)
+    rec = restore_zero_shot(problem, prior, "pnp", nfe=4, seed=0)
+    assert rec.spec["start"] == "biharmonic" and rec.spec["sigma_max"] == 0.5
+    assert rec.spec["t_first"] < restore_zero_shot(problem, prior, "pnp", nfe=4, seed=0,
+                                                   sigma_max=1.0).spec["t_first"]
+    cold = restore_zero_shot(problem, prior, "pnp", nfe=4, seed=0, sigma_max=1.0)
+    assert cold.spec["start"] == "pseudo_inverse" and not torch.equal(cold.image, rec.image)
+
 def test_each_photo_is_independent_of_its_batch_mates(prior, photos) -> None:
     op = deg.BicubicDown((32, 32), 4)
     both = natural_problem(op.A(photos), op, prior.card, 0.0)
@@ -119,7 +142,8 @@ def test_evaluate_cli_scores_pnp(tmp_path: Path) -> None:
                  "--nfe", "3", "--threads", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert {"pnp", "biharmonic"} <= set(result["methods"]) and result["methods"]["pnp"]["nfe"] == 3
-    assert result["params"]["solver_settings"]["pnp"]["start"] == "pseudo_inverse"
+    # inpainting's PnP starts from the biharmonic estimate (PNP_WARM_STARTS), and the JSON says so
+    assert result["params"]["solver_settings"]["pnp"]["start"] == "biharmonic"
 
 
 def test_the_prior_sees_a_reflected_border_around_a_photo(prior, photos) -> None:

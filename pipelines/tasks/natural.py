@@ -89,6 +89,7 @@ __all__ = [
     "restore_zero_shot",
     "dihedral",
     "tweedie_denoise",
+    "classical_estimate",
 ]
 
 NATURAL_SOLVERS: tuple[str, ...] = ("tweedie", "tweedie_x8", "tweedie_tta", "sdedit", "ddrm", "prox", "dps", "pnp")
@@ -318,6 +319,23 @@ def tweedie_denoise(problem: Problem, model: Any, device: torch.device | str = "
                                                      int(problem.shape[0]), ensemble))
 
 
+def classical_estimate(problem: Problem, baseline: str) -> Tensor:
+    """The classical ``baseline`` (:mod:`scorerecon.modalities.natural.baselines`) of every photo of an
+    inpainting ``problem``, in model space: a warm start for :func:`~scorerecon.pipelines.tasks.pnp.pnp_restore`."""
+    import numpy as np
+
+    from scorerecon.modalities.natural.baselines import run_baseline
+
+    y = problem.to_physical(problem.y).float()
+    mask = problem.operator._mask(y).expand_as(y)
+    out = []
+    for k in range(y.shape[0]):
+        ctx = {"mask": mask[k, 0].cpu().numpy()}
+        est = run_baseline(baseline, y[k].permute(1, 2, 0).cpu().numpy().astype(np.float64), ctx)
+        out.append(torch.from_numpy(np.ascontiguousarray(est.transpose(2, 0, 1))).float())
+    return problem.from_physical(torch.stack(out))
+
+
 def restore_zero_shot(problem: Problem, model: Any, solver: str, nfe: int = 20, seed: int = 0,
                       device: torch.device | str = "cpu", n_samples: int = 1, start: str = "prior",
                       init: Tensor | None = None, t_start: float | None = None, engine: Any = None,
@@ -338,9 +356,15 @@ def restore_zero_shot(problem: Problem, model: Any, solver: str, nfe: int = 20, 
         return tweedie_denoise(problem, model, device, ensemble=8, engine=engine, adaptation=overrides, seed=seed)
     if solver == "pnp":  # deterministic plug-and-play with the prior's denoiser: no start, no sampler
         if init is not None or start != "prior":
-            raise ValueError("pnp starts from the pseudo-inverse A^+ y; it takes no start or init")
-        from scorerecon.pipelines.tasks.pnp import pnp_restore
+            raise ValueError("pnp starts from A^+ y or its operator's classical warm start; it takes no start or init")
+        from scorerecon.pipelines.tasks.pnp import PNP_WARM_STARTS, pnp_restore
 
+        warm_start = PNP_WARM_STARTS.get(type(problem.operator).__name__)
+        if warm_start is not None and "sigma_max" not in overrides:
+            baseline, sigma_max = warm_start
+            return pnp_restore(problem, model, nfe=nfe, seed=seed, device=device, n_samples=n_samples, engine=engine,
+                               init=classical_estimate(problem, baseline), init_name=baseline, sigma_max=sigma_max,
+                               **overrides)
         return pnp_restore(problem, model, nfe=nfe, seed=seed, device=device, n_samples=n_samples, engine=engine,
                            **overrides)
     if solver not in NATURAL_SOLVERS:
