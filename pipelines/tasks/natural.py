@@ -260,7 +260,8 @@ class MeasurementStart(SliceModel):
 
 
 #: ``tweedie_tta``'s test-time adaptation (:func:`~scorerecon.models.adaptation.recorrupted_adaptation`),
-#: chosen on training crops (kodim02/07/10/15/20, 256^2, sigma 25; docs/natural_images.md, 2026-12-06):
+#: chosen on tuning crops outside the held-out set (kodim02/07/10/15/20, 256^2, sigma 25; ``benchmarks/natural.py
+#: --tune-tta``, docs/natural_images.md, 2026-12-06):
 #: every parameter, 120 Adam steps at 1e-4 on 4 patches of 128^2, R2R's a = 0.5.
 TWEEDIE_TTA_DEFAULTS: dict[str, Any] = {"adapter": "full", "steps": 120, "lr": 1e-4, "recorruption": 0.5,
                                         "patch": 128, "batch": 4}
@@ -327,7 +328,7 @@ def classical_estimate(problem: Problem, baseline: str) -> Tensor:
     from scorerecon.modalities.natural.baselines import run_baseline
 
     y = problem.to_physical(problem.y).float()
-    mask = problem.operator._mask(y).expand_as(y)
+    mask = problem.operator.mask.to(y).expand_as(y)  # 1 = observed
     out = []
     for k in range(y.shape[0]):
         ctx = {"mask": mask[k, 0].cpu().numpy()}
